@@ -1,0 +1,14 @@
+"""seglib: the tested helper package behind the notebooks.
+
+Data flow, one module per step:
+competitions (adapter) -> split -> data (tf.data pipeline, geometry, stats) -> models + losses -> train ->
+predict -> policy -> rle -> submit. ``env`` resolves paths, seeds and the tf.distribute strategy;
+``eda`` and ``plots`` serve the notebooks; ``notebooks`` runs all five with papermill.
+"""
+
+import os
+
+# TensorFlow reads this when it is first imported; quiet its C++ logs unless the user asked otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+__version__ = "0.1.0"

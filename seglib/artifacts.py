@@ -1,0 +1,75 @@
+"""Atomic writes for every artifact a run leaves in RUN_DIR.
+
+A Kaggle session can end at any moment; a half-written model, policy or CSV must never look like a finished
+one. Everything is written to a temporary name beside its target and renamed into place (``os.replace`` is
+atomic on one file system).
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block finishes.
+
+    The temporary name keeps the suffix of ``path`` so that writers which choose a format by suffix
+    (``.keras``, ``.npz``, ``.csv``) still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_json(path, payload):
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def load_json(path, what="file"):
+    """Read a JSON artifact, with a message that says which notebook writes it when it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}; run the notebook that writes it first")
+    return json.loads(path.read_text())
+
+
+def save_npz(path, **arrays):
+    """Write numpy arrays to a ``.npz`` file, atomically."""
+    with atomic_path(path) as temporary:
+        np.savez(temporary, **arrays)
+    return Path(path)
+
+
+def load_npz(path, what="file"):
+    """Read a ``.npz`` artifact into a dict of arrays."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}; run the notebook that writes it first")
+    with np.load(path) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+# File names inside RUN_DIR. Notebooks hand work to each other only through these.
+MEAN_STD = "mean_std.npz"
+TRAIN_CONFIG = "train_config.json"
+CHECKPOINT = "checkpoints/best.keras"
+MODEL = "model.keras"
+HISTORY = "history.csv"
+VALIDATION_SWEEP = "threshold_sweep.csv"
+POLICY = "policy.json"
+SUBMISSION = "submission.csv"

@@ -1,0 +1,142 @@
+"""The adapter interface every competition implements, and the registry that finds one by name."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seglib.competitions.files import CompetitionFiles
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Class decorator: make an adapter available as ``get_competition(name, ...)``."""
+
+    def decorate(adapter_class):
+        adapter_class.name = name
+        _REGISTRY[name] = adapter_class
+        return adapter_class
+
+    return decorate
+
+
+def known_competitions():
+    """Names of the registered competitions."""
+    return sorted(_REGISTRY)
+
+
+def get_competition(name, data_dir):
+    """The adapter for competition ``name`` reading from ``data_dir`` (extracted folder or Kaggle zips)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown competition {name!r}; known: {known_competitions()}")
+    return _REGISTRY[name](data_dir)
+
+
+class Competition:
+    """Base adapter. Subclasses set the class attributes and implement the ``NotImplementedError`` methods.
+
+    Attributes:
+        name: registry name (set by ``@register``).
+        title: human name for notebooks.
+        kaggle_slug: folder name under ``/kaggle/input``.
+        image_size: (height, width) of every image, as Kaggle ships it.
+        image_channels: channels the model sees (TGS: 1, its 3 PNG channels are identical).
+        metric: name of a metric in ``seglib.metrics``.
+        rle_order: "F" column-major or "C" row-major.
+        submission_columns: header of the submission CSV.
+    """
+
+    name = None
+    title = None
+    kaggle_slug = None
+    image_size = None
+    image_channels = 3
+    metric = None
+    rle_order = "C"
+    submission_columns = ("id", "rle_mask")
+
+    def __init__(self, data_dir):
+        self.data_dir = Path(data_dir)
+        self.files = CompetitionFiles(self.data_dir)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({str(self.data_dir)!r})"
+
+    # --- what a subclass provides -------------------------------------------------------------------
+    def train_ids(self):
+        """Ids of the training images, in a fixed order."""
+        raise NotImplementedError
+
+    def test_ids(self):
+        """Ids of the test images, in submission order."""
+        raise NotImplementedError
+
+    def image_path(self, image_id, part):
+        """Path of an image, as if extracted (``part`` is "train" or "test")."""
+        raise NotImplementedError
+
+    def read_mask(self, image_id):
+        """Boolean mask (height, width) of a training image."""
+        raise NotImplementedError
+
+    def metadata(self):
+        """A DataFrame indexed by id with per-image metadata (may be empty)."""
+        raise NotImplementedError
+
+    def submission_rows(self, image_id, mask):
+        """The submission rows (tuples matching ``submission_columns``) of one predicted mask."""
+        raise NotImplementedError
+
+    def expected_submission(self):
+        """The submission's key column(s) as Kaggle expects them, read from ``sample_submission.csv``."""
+        raise NotImplementedError
+
+    def stratify_labels(self, image_ids):
+        """A class label per id that a validation split should keep balanced."""
+        raise NotImplementedError
+
+    # --- shared behaviour ---------------------------------------------------------------------------
+    def read_image(self, image_id, part="train"):
+        """An image as uint8 (height, width, image_channels), checked against ``image_size``."""
+        relative_path = self.image_path(image_id, part)
+        image = decode_image(self.files.read_bytes(relative_path), name=relative_path)
+        if image.ndim == 2:
+            image = image[..., np.newaxis]
+        if self.image_size is not None and image.shape[:2] != tuple(self.image_size):
+            raise ValueError(f"{relative_path}: image is {image.shape[1]}x{image.shape[0]}, "
+                             f"expected {self.image_size[1]}x{self.image_size[0]}")
+        return self.to_model_channels(image, name=relative_path)
+
+    def to_model_channels(self, image, name):
+        """Bring a decoded image to ``image_channels`` channels."""
+        channels = image.shape[-1]
+        if channels == self.image_channels:
+            return image
+        if self.image_channels == 1:
+            # Grayscale stored as RGB (TGS): the channels are copies, keep the first.
+            return image[..., :1]
+        if channels == 1:
+            return np.repeat(image, self.image_channels, axis=-1)
+        if channels == 4 and self.image_channels == 3:
+            return image[..., :3]
+        raise ValueError(f"{name}: image has {channels} channels, the model expects {self.image_channels}")
+
+    def read_masks(self, image_ids):
+        """Masks of several training images stacked to (n, height, width)."""
+        return np.stack([self.read_mask(image_id) for image_id in image_ids])
+
+    def read_images(self, image_ids, part="train"):
+        """Images stacked to (n, height, width, channels)."""
+        return np.stack([self.read_image(image_id, part) for image_id in image_ids])
+
+
+def decode_image(data, name):
+    """Decode PNG/JPG/GIF bytes with Pillow to a numpy array, naming the file if it is unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{name}: cannot decode image ({error})") from None

@@ -1,0 +1,82 @@
+"""Small deterministic synthetic samples of each competition, in Kaggle's exact file layout.
+
+The sample lets every notebook and test run end to end without a Kaggle download. Each generator writes one
+competition's folder from a single seed; ``generate`` stages it beside the target and swaps it in, so an
+interrupted run never leaves a half-written sample behind.
+
+    python -m seglib.sample tgs            # rewrites <repo>/data/sample/tgs
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from seglib.env import SAMPLE_ROOT
+from seglib.sample import tgs
+
+GENERATORS = {"tgs": tgs.generate}
+DEFAULT_SEED = 2018
+
+
+def default_out_dir(competition):
+    """The committed sample folder of ``competition``: ``<repo>/data/sample/<competition>``."""
+    return SAMPLE_ROOT / competition
+
+
+@contextlib.contextmanager
+def replaced_dir(target):
+    """Yield an empty staging folder beside ``target``; swap it in for ``target`` only if the block finishes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        yield staging
+        # A directory cannot be replaced in one rename, so the old one is moved aside first and deleted last:
+        # at every moment either the old or the new complete sample sits at ``target``.
+        retired = staging.with_name(staging.name.replace(".partial-", ".old-"))
+        if target.exists():
+            os.rename(target, retired)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if retired.exists():
+                os.rename(retired, target)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def generate(competition, out_dir=None, seed=DEFAULT_SEED):
+    """(Re)write the synthetic sample of ``competition`` into ``out_dir`` and return its path."""
+    if competition not in GENERATORS:
+        raise ValueError(f"No sample generator for {competition!r}; known: {', '.join(sorted(GENERATORS))}")
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(competition)
+    with replaced_dir(out_dir) as staging:
+        GENERATORS[competition](staging, seed=seed)
+    return out_dir
+
+
+def kaggle_zip_layout(source_dir, out_dir):
+    """Copy an extracted competition folder into Kaggle's download layout: each top-level folder becomes
+    ``<folder>.zip`` whose members are relative to that folder (``train.zip`` holds ``images/...``, as Kaggle's
+    does); top-level files are copied as they are. Zip entries get a fixed date so the zips are reproducible.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    with replaced_dir(out_dir) as staging:
+        for entry in sorted(source_dir.iterdir()):
+            if entry.is_file():
+                shutil.copyfile(entry, staging / entry.name)
+                continue
+            with zipfile.ZipFile(staging / f"{entry.name}.zip", "w", zipfile.ZIP_STORED) as archive:
+                for path in sorted(entry.rglob("*")):
+                    if path.is_file():
+                        member = zipfile.ZipInfo(path.relative_to(entry).as_posix(), date_time=(2018, 7, 19, 0, 0, 0))
+                        archive.writestr(member, path.read_bytes())
+    return out_dir

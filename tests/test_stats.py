@@ -1,0 +1,99 @@
+"""Streaming mean/std images against numpy over the stacked images."""
+
+import numpy as np
+import pytest
+
+from seglib import stats
+
+
+def check_against_numpy(result, stacked):
+    stacked = stacked.astype(np.float64)
+    np.testing.assert_allclose(result.mean_image, stacked.mean(axis=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result.std_image, stacked.std(axis=0), rtol=0, atol=1e-6)
+    channels = stacked.reshape(stacked.shape[:3] + (-1,))
+    np.testing.assert_allclose(result.channel_mean, channels.mean(axis=(0, 1, 2)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result.channel_std, channels.std(axis=(0, 1, 2)), rtol=0, atol=1e-6)
+    assert result.count == len(stacked)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 37, 100])
+def test_uint8_colour_images(batch_size):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(37, 9, 7, 3), dtype=np.uint8)
+    result = stats.mean_std(iter(images), batch_size=batch_size)
+    assert result.mean_image.shape == (9, 7, 3) and result.channel_mean.shape == (3,)
+    check_against_numpy(result, images)
+
+
+def test_grayscale_images_keep_their_shape():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(23, 10, 12), dtype=np.uint8)
+    result = stats.mean_std(list(images), batch_size=5)
+    assert result.mean_image.shape == (10, 12) and result.std_image.shape == (10, 12)
+    assert result.channel_mean.shape == (1,)
+    check_against_numpy(result, images)
+
+
+def test_large_offset_keeps_precision():
+    rng = np.random.default_rng(2)
+    images = 1e4 + rng.normal(size=(41, 6, 5, 2))
+    result = stats.mean_std(images, batch_size=8)
+    check_against_numpy(result, images)
+    assert np.all(np.abs(result.channel_std - 1.0) < 0.1)
+
+
+def test_float32_and_batches_straight_into_running_moments():
+    rng = np.random.default_rng(3)
+    images = (rng.random((30, 4, 4, 3)) * 255).astype(np.float32)
+    moments = stats.RunningMoments()
+    for start in range(0, 30, 7):
+        moments.update(images[start : start + 7])
+    check_against_numpy(moments.result(), images)
+
+
+def test_progress_wrapper_is_called():
+    seen = []
+
+    def progress(images):
+        seen.append(True)
+        return images
+
+    result = stats.mean_std([np.ones((2, 2))] * 3, progress=progress)
+    assert seen and result.count == 3
+    assert stats.mean_std([np.ones((2, 2))] * 3, progress=True).count == 3
+
+
+def test_save_and_load_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    result = stats.mean_std(rng.integers(0, 256, size=(11, 5, 5, 3)), batch_size=4)
+    path = stats.save_mean_std(tmp_path / "mean_std.npz", result)
+    loaded = stats.load_mean_std(path)
+    for field in ("mean_image", "std_image", "channel_mean", "channel_std"):
+        np.testing.assert_array_equal(getattr(loaded, field), getattr(result, field))
+    assert loaded.count == 11
+    assert [p.name for p in tmp_path.iterdir()] == ["mean_std.npz"]  # no temporary left behind
+
+
+def test_empty_input_raises():
+    with pytest.raises(ValueError, match="no images"):
+        stats.mean_std([])
+    with pytest.raises(ValueError, match="no images"):
+        stats.RunningMoments().result()
+
+
+def test_shape_change_raises_naming_both_shapes():
+    images = [np.zeros((4, 4, 3))] * 5 + [np.zeros((4, 5, 3))]
+    with pytest.raises(ValueError, match=r"\(4, 5, 3\).*\(4, 4, 3\)"):
+        stats.mean_std(images, batch_size=2)
+    moments = stats.RunningMoments().update(np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match=r"\(4, 4, 1\).*\(4, 4\)"):
+        moments.update(np.zeros((2, 4, 4, 1)))
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="batch_size"):
+        stats.mean_std([np.zeros((2, 2))], batch_size=0)
+    with pytest.raises(ValueError, match="shape"):
+        stats.mean_std([np.zeros(4)])
+    with pytest.raises(ValueError, match="shape"):
+        stats.RunningMoments().update(np.zeros((4, 4)))
