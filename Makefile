@@ -9,13 +9,17 @@ INSTALLED := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: run test install clean
+.PHONY: run test notebooks install clean
 
 run: $(INSTALLED)
 	$(BIN)/python -m seglib run $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
 test: $(INSTALLED)
 	SEGLIB_RUN_DIR=$$(mktemp -d) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
+# Re-execute the committed notebooks in place with their default parameters (the outputs nbval compares).
+notebooks: $(INSTALLED)
+	$(BIN)/python -m seglib run --refresh-notebooks --quiet --run-dir $$(mktemp -d)
 
 install: $(INSTALLED)
 

@@ -23,12 +23,16 @@ def parse_value(text):
 
 def command_run(arguments):
     from seglib.env import REPO_ROOT
-    from seglib.notebooks import run_notebooks
+    from seglib.notebooks import NOTEBOOK_DIR, run_notebooks
 
     run_dir = arguments.run_dir or REPO_ROOT / "runs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     parameters = {name: parse_value(value) for name, value in arguments.parameter}
-    run_dir = run_notebooks(run_dir, parameters, progress=not arguments.quiet)
-    print(f"Run finished: notebooks, plots, model, policy and submission.csv are in {run_dir}")
+    if arguments.refresh_notebooks and parameters:
+        raise ValueError("--refresh-notebooks stores the default parameters' outputs; drop the -p options")
+    output_dir = NOTEBOOK_DIR if arguments.refresh_notebooks else None
+    run_dir = run_notebooks(run_dir, parameters, output_dir=output_dir, progress=not arguments.quiet)
+    notebooks_dir = output_dir or run_dir / "notebooks"
+    print(f"Run finished: plots, model, policy and submission.csv in {run_dir}; executed notebooks in {notebooks_dir}")
     return 0
 
 
@@ -52,6 +56,8 @@ def main(argv=None):
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="papermill parameter for every notebook, e.g. -p EPOCHS 5 -p COMPETITION tgs")
     run.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
+    run.add_argument("--refresh-notebooks", action="store_true",
+                     help="write the executed notebooks back into notebooks/ (the outputs nbval checks)")
     run.set_defaults(handler=command_run)
 
     validate = commands.add_parser("validate", help="validate a submission CSV")

@@ -21,6 +21,9 @@ TGS_IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 # and chunks this small stay in the CPU cache, which measured faster than larger ones.
 _SWEEP_CHUNK_PIXELS = 1 << 16
 
+# The size of the table that locates scores among the thresholds (see _cell_table).
+_NUM_CELLS = 1 << 16
+
 
 def _as_image_batch(masks, name):
     """Return ``masks`` as an array of shape (N, H, W); a single (H, W) image becomes N=1."""
@@ -61,75 +64,60 @@ def _mask_counts(true_masks, pred_masks):
     return intersection, np.count_nonzero(pred_flat, axis=1), np.count_nonzero(true_flat, axis=1)
 
 
-class _PrefixTable(collections.namedtuple("_PrefixTable", ["levels", "below", "inside", "multiplicity"])):
-    """Per 16-bit float32 prefix: its level (or -1 if a threshold falls inside it), and how to settle the -1s.
+def _cell_table(thresholds):
+    """Sort float32 scores into 65,536 cells, and count for each cell the thresholds below all of its scores.
 
-    Attributes:
-        levels: (65536,) intp, thresholds below every value of the prefix, or -1.
-        below: thresholds below the prefix's interval.
-        inside: the one distinct threshold value inside the interval; NaN if there are several.
-        multiplicity: how many thresholds equal ``inside``.
+    A score's cell is ``clip((bits >> shift) - base, 0, 65535)``, ``bits`` being its float32 bit pattern read
+    as an int32. The cell never decreases as the score grows (NaN aside): positive floats order like their
+    bits, and negative ones (and -0.0, whose bits are negative) all land in cell 0, with +0.0 (base >= 0).
+    Rounding to float32 is monotone too, so whatever the dtypes, a threshold in a lower cell than a score is
+    below it and one in a higher cell is above it. Only the cells holding a threshold are undecided (-1);
+    ``shift`` and ``base`` spread the thresholds over the table so that few scores share a cell with one.
+
+    Args:
+        thresholds: sorted distinct float64 thresholds.
+
+    Returns:
+        (table, shift, base): table is (65536,) intp, the number of thresholds below the cell's scores or -1.
     """
+    bits = np.maximum(_float32_bits(thresholds).astype(np.int64), 0)
+    low, high = int(bits.min()), int(bits.max())
+    shift = max(0, ((high - low) // (_NUM_CELLS - 2)).bit_length())
+    base = max(0, (low >> shift) - 1)
+    cells = np.clip((bits >> shift) - base, 0, _NUM_CELLS - 1)
+    in_cell = np.bincount(cells, minlength=_NUM_CELLS)
+    table = np.where(in_cell > 0, -1, np.cumsum(in_cell) - in_cell)
+    return table, shift, base
 
 
-def _prefix_table(sorted_thresholds):
-    """Build the ``_PrefixTable`` of sorted float64 thresholds.
+def _float32_bits(values):
+    """The float32 bit patterns of ``values`` as int32 (rounding to float32, +-inf beyond its range)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values, dtype=np.float32).view(np.int32)
 
-    A prefix (sign, exponent and 7 mantissa bits of a float32) covers a narrow interval of values. If no
-    threshold falls inside it, every value with that prefix lies above the same number of thresholds.
+
+def _threshold_levels(values, thresholds, cell_table, levels, cells):
+    """Set ``levels`` to ``np.searchsorted(thresholds, values, side="left")``: the thresholds below each value.
+
+    np.searchsorted pays a mispredicted branch per step per value (~25 ns a value). A lookup of the value's
+    cell settles almost all values; np.searchsorted settles the rest, compared exactly in the dtype numpy
+    uses for ``values > threshold``.
+
+    Args:
+        values: (n, P) real scores. thresholds: sorted distinct float64 thresholds.
+        cell_table: ``_cell_table(thresholds)``.
+        levels, cells: (n, P) intp buffers to work in; levels gets the result.
     """
-    prefixes = np.arange(1 << 16, dtype=np.uint32) << 16
-    first = prefixes.view(np.float32)
-    last = (prefixes | 0xFFFF).view(np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):
-        # Negative prefixes run from -small to -large, so order each interval's ends.
-        low, high = np.fmin(first, last), np.fmax(first, last)
-        # Widen by one float32 step: a float64 or integer score rounds into a prefix from up to half a step away.
-        low = np.nextafter(low, np.float32(-np.inf)).astype(np.float64)
-        high = np.nextafter(high, np.float32(np.inf)).astype(np.float64)
-    below = np.searchsorted(sorted_thresholds, low, side="left")
-    through = np.searchsorted(sorted_thresholds, high, side="right")
-    levels = np.where(through == below, below, -1).astype(np.intp)
-    last_index = len(sorted_thresholds) - 1
-    inside = sorted_thresholds[np.minimum(below, last_index)]
-    several = inside != sorted_thresholds[np.clip(through - 1, 0, last_index)]
-    # Prefixes next to infinity also hold NaN bit patterns, which must reach the NaN check.
-    nonfinite = ~(np.isfinite(first) & np.isfinite(last))
-    levels[nonfinite] = -1
-    inside = np.where(several | nonfinite, np.nan, inside)
-    return _PrefixTable(levels, below, inside, through - below)
-
-
-def _threshold_levels(values, sorted_thresholds, prefix_table):
-    """For each value, the number of sorted thresholds strictly below it: ``np.searchsorted(..., side="left")``.
-
-    np.searchsorted pays a mispredicted branch per step per value (~30 ns a value). A lookup on the value's
-    float32 bit prefix settles every value that shares no narrow interval with a threshold (over 90% in a
-    typical sweep); one comparison settles most of the rest. Comparisons happen in the dtype numpy uses for
-    ``values > threshold``, so the result is exact.
-    """
-    if values.dtype == np.float32:
-        as_float32 = values
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            as_float32 = values.astype(np.float32)
-    prefixes = np.right_shift(as_float32.view(np.uint32), 16, dtype=np.intp).reshape(-1)
-    levels = prefix_table.levels[prefixes]
-    unsettled = np.flatnonzero(levels < 0)
-    if unsettled.size == 0:
-        return levels.reshape(values.shape)
-    unsettled_values = values.reshape(-1)[unsettled]
-    if np.isnan(unsettled_values).any():
+    if values.dtype.kind == "f" and np.isnan(np.max(values)):
         raise ValueError("probabilities contain NaN")
-    unsettled_prefixes = prefixes[unsettled]
-    inside = prefix_table.inside[unsettled_prefixes]
-    step = prefix_table.multiplicity[unsettled_prefixes] * (unsettled_values > inside)
-    levels[unsettled] = prefix_table.below[unsettled_prefixes] + step
-    # Prefixes holding several distinct thresholds (NaN in `inside`) are rare: search those values.
-    searched = np.flatnonzero(np.isnan(inside))
-    if searched.size:
-        levels[unsettled[searched]] = np.searchsorted(sorted_thresholds, unsettled_values[searched], side="left")
-    return levels.reshape(values.shape)
+    table, shift, base = cell_table
+    np.right_shift(_float32_bits(values), shift, out=cells)
+    cells -= base
+    # mode="clip" puts the cells beyond the table's ends into its end cells, as _cell_table assumes.
+    np.take(table, cells, out=levels, mode="clip")
+    levels, values = levels.reshape(-1), values.reshape(-1)
+    undecided = np.flatnonzero(levels < 0)
+    levels[undecided] = np.searchsorted(thresholds, values[undecided], side="left")
 
 
 def _check_thresholds(thresholds):
@@ -145,6 +133,9 @@ def _check_thresholds(thresholds):
 def _sweep_counts(true_masks, probabilities, thresholds):
     """Return (intersection, predicted, true) counts of ``probabilities > t`` for every threshold t.
 
+    A pixel's level is how many thresholds lie strictly below it, i.e. at how many thresholds it is
+    predicted foreground, so one histogram of levels per image replaces a pass per threshold.
+
     Args:
         true_masks: (N, H, W) or (H, W); values > 0 are foreground.
         probabilities: scores of the same shape, any real dtype.
@@ -156,50 +147,40 @@ def _sweep_counts(true_masks, probabilities, thresholds):
     true_batch, probability_batch = _paired_batches(true_masks, probabilities, "probabilities")
     if probability_batch.dtype.kind not in "biuf":
         raise ValueError(f"probabilities must be real numbers, got dtype {probability_batch.dtype}")
-    thresholds = _check_thresholds(thresholds)
-    order = np.argsort(thresholds, kind="stable")
-    sorted_thresholds = thresholds[order]
-    prefix_table = _prefix_table(sorted_thresholds)
-    num_images, num_thresholds = len(true_batch), len(thresholds)
-    num_levels = num_thresholds + 1
-    true_flat = true_batch.reshape(num_images, -1) > 0
+    # Equal thresholds (0.0 and -0.0 too) give equal counts: work with the distinct ones, sorted.
+    distinct, inverse = np.unique(_check_thresholds(thresholds), return_inverse=True)
+    cell_table = _cell_table(distinct)
+    num_images, num_levels = len(true_batch), len(distinct) + 1
+    true_flat = true_batch.reshape(num_images, -1)
     probability_flat = probability_batch.reshape(num_images, -1)
+    num_pixels = probability_flat.shape[1]
 
-    intersection = np.empty((num_images, num_thresholds), dtype=np.int64)
-    predicted = np.empty((num_images, num_thresholds), dtype=np.int64)
-    images_per_chunk = max(1, _SWEEP_CHUNK_PIXELS // max(probability_flat.shape[1], num_levels))
+    # Work buffers, reused by every chunk: fresh arrays this large cost page faults that take longer than
+    # the arithmetic.
+    images_per_chunk = max(1, min(num_images, _SWEEP_CHUNK_PIXELS // max(num_pixels, num_levels)))
+    buffer_shape = (images_per_chunk, num_pixels)
+    levels, cells = np.empty(buffer_shape, dtype=np.intp), np.empty(buffer_shape, dtype=np.intp)
+    is_true = np.empty(buffer_shape, dtype=bool)
+    # Offset each image's levels into a range of histogram bins of its own.
+    image_offsets = num_levels * np.arange(images_per_chunk)[:, np.newaxis]
+    all_histogram = np.empty((num_images, num_levels), dtype=np.int64)
+    true_histogram = np.empty((num_images, num_levels), dtype=np.int64)
     for start in range(0, num_images, images_per_chunk):
         stop = min(start + images_per_chunk, num_images)
-        levels = _threshold_levels(probability_flat[start:stop], sorted_thresholds, prefix_table)
-        predicted[start:stop, order], intersection[start:stop, order] = _counts_above(
-            levels, true_flat[start:stop], num_levels
+        size = stop - start
+        chunk_levels = levels[:size]
+        _threshold_levels(probability_flat[start:stop], distinct, cell_table, chunk_levels, cells[:size])
+        chunk_levels += image_offsets[:size]
+        np.greater(true_flat[start:stop], 0, out=is_true[:size])
+        bins = size * num_levels
+        all_histogram[start:stop] = np.bincount(chunk_levels.reshape(-1), minlength=bins).reshape(size, num_levels)
+        true_histogram[start:stop] = np.bincount(chunk_levels[is_true[:size]], minlength=bins).reshape(
+            size, num_levels
         )
-    return intersection, predicted, np.count_nonzero(true_flat, axis=1)[:, np.newaxis]
-
-
-def _counts_above(levels, true_flat, num_levels):
-    """Per image and sorted threshold, the count of pixels above it, and of true pixels above it.
-
-    A pixel's level is how many thresholds lie strictly below it, i.e. at how many thresholds it is
-    predicted foreground, so one histogram of levels per image replaces a pass per threshold.
-
-    Args:
-        levels: (n, P) fresh intp array of levels in 0..num_levels-1; it is overwritten.
-        true_flat: (n, P) boolean truth.
-
-    Returns:
-        Two (n, num_levels - 1) int64 arrays: predicted and intersection counts.
-    """
-    num_images = len(levels)
-    # Offset each image's levels into a range of bins of its own, in place to spare a copy.
-    bins = levels
-    bins += (num_levels * np.arange(num_images, dtype=bins.dtype))[:, np.newaxis]
-    size = num_images * num_levels
-    all_pixels = np.bincount(bins.reshape(-1), minlength=size).reshape(num_images, num_levels)
-    true_pixels = np.bincount(bins[true_flat], minlength=size).reshape(num_images, num_levels)
     # Pixels above threshold j are those at level j + 1 or higher: a reversed cumulative sum.
-    above = np.cumsum(np.stack([all_pixels, true_pixels])[..., ::-1], axis=-1)[..., ::-1][..., 1:]
-    return above[0], above[1]
+    above = np.cumsum(np.stack([all_histogram, true_histogram])[..., ::-1], axis=-1)[..., ::-1]
+    predicted, intersection = above[..., 1:][..., inverse]
+    return intersection, predicted, true_histogram.sum(axis=1, keepdims=True)
 
 
 def _tgs_from_counts(intersection, predicted, true):

@@ -64,11 +64,12 @@ def validate_submission(path, competition):
         raise SubmissionError(f"{path}: header is {list(table.columns)}, expected {expected_columns}")
     expected = competition.expected_submission()
     key_columns = list(expected.columns)
-    keys = table[key_columns].apply(tuple, axis=1)
+    # A row's key as text ("id", or "image_name/class" for several key columns), for lookups and messages.
+    keys = table[key_columns].astype(str).agg("/".join, axis=1)
     duplicated = keys[keys.duplicated()]
     if len(duplicated):
         raise SubmissionError(f"{path}: duplicate row(s) for {list(duplicated[:5])}")
-    expected_keys = set(expected.apply(tuple, axis=1))
+    expected_keys = set(expected.astype(str).agg("/".join, axis=1))
     missing, unknown = expected_keys - set(keys), set(keys) - expected_keys
     if missing or unknown:
         raise SubmissionError(f"{path}: {len(missing)} expected row(s) missing (e.g. {sorted(missing)[:3]}), "

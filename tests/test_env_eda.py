@@ -1,0 +1,152 @@
+"""Paths, platform, seeding and strategy (seglib.env), and the EDA tables (seglib.eda) on the sample."""
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from seglib import env, rle
+from seglib.competitions import get_competition
+from seglib.eda import coverage_table, resolution_ceiling
+
+
+@pytest.fixture
+def local(monkeypatch):
+    """Whatever machine runs the tests, look like a laptop to seglib.env."""
+    for variable in ("KAGGLE_KERNEL_RUN_TYPE", "COLAB_RELEASE_TAG"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_platform_is_local_here(local):
+    assert env.platform() == "local"
+
+
+def test_platform_recognises_kaggle_and_colab(local, monkeypatch):
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20240101-060000_RC00")
+    assert env.platform() == "colab"
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    assert env.platform() == "kaggle"
+
+
+def test_resolve_data_dir_defaults_to_the_sample(local, sample_dir):
+    path = env.resolve_data_dir("tgs")
+    assert path == sample_dir.resolve()
+    assert (path / "train.csv").is_file()
+
+
+def test_resolve_data_dir_explicit(tmp_path):
+    assert env.resolve_data_dir("tgs", tmp_path) == tmp_path.resolve()
+
+
+def test_resolve_data_dir_unknown_competition(tmp_path):
+    with pytest.raises(ValueError, match="carvana"):
+        env.resolve_data_dir("carvana", tmp_path)
+
+
+def test_resolve_data_dir_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        env.resolve_data_dir("tgs", tmp_path / "nowhere")
+
+
+def test_resolve_run_dir_honours_the_variable(monkeypatch, tmp_path):
+    target = tmp_path / "runs" / "from-variable"
+    monkeypatch.setenv(env.RUN_DIR_VARIABLE, str(target))
+    assert not target.exists()
+    path = env.resolve_run_dir()
+    assert path == target.resolve() and path.is_dir()
+    # An explicit folder wins over the variable.
+    explicit = tmp_path / "explicit"
+    assert env.resolve_run_dir(explicit) == explicit.resolve() and explicit.is_dir()
+    assert env.resolve_run_dir(target) == path  # an existing folder is fine
+
+
+def test_open_run(local, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv(env.RUN_DIR_VARIABLE, str(tmp_path / "run"))
+    competition, run_dir = env.open_run("tgs")
+    assert competition.name == "tgs" and run_dir == (tmp_path / "run").resolve()
+    assert "run folder run/" in capsys.readouterr().out
+
+
+@pytest.fixture
+def restore_determinism():
+    """seed_everything switches TensorFlow's op determinism on for the process; switch it back afterwards."""
+    from tensorflow.python.framework import config as tf_config
+
+    enabled = tf_config.is_op_determinism_enabled()
+    yield
+    if not enabled:
+        tf_config.disable_op_determinism()
+
+
+def draws():
+    return (keras.ops.convert_to_numpy(keras.random.uniform((5,))), np.random.rand(5),
+            keras.ops.convert_to_numpy(keras.random.normal((2, 3))))
+
+
+def test_seed_everything_repeats_draws(restore_determinism):
+    env.seed_everything(123)
+    first = draws()
+    env.seed_everything(123)
+    second = draws()
+    env.seed_everything(124)
+    other = draws()
+    for a, b, c in zip(first, second, other):
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+    # Within one seeding, successive draws differ (the generator advances).
+    env.seed_everything(123)
+    assert not np.array_equal(draws()[0], draws()[0])
+
+
+def test_distribution_strategy_on_cpu():
+    strategy = env.distribution_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    with strategy.scope():
+        assert keras.Variable(1.0).numpy() == 1.0
+
+
+# --- eda ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def competition(sample_dir):
+    return get_competition("tgs", sample_dir)
+
+
+def test_coverage_table(competition, sample_dir):
+    ids = competition.train_ids()
+    table = coverage_table(competition, ids, progress=False)
+    assert list(table.index) == ids and table.index.is_unique and len(table) == 150
+    assert {"coverage", "empty", "z"} <= set(table.columns)
+    assert table["coverage"].between(0, 1).all()
+    assert (table["empty"] == (table["coverage"] == 0)).all()
+    assert table["empty"].sum() == 57
+    assert table["empty"].mean() == pytest.approx(57 / 150)
+    assert (table["coverage"] == 1).any()  # the sample holds full masks
+    # Coverage and depth independently from the CSVs.
+    train = pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).set_index("id")
+    for image_id in ids[:15]:
+        mask = rle.decode(train.at[image_id, "rle_mask"], (101, 101), order="F")
+        assert table.at[image_id, "coverage"] == pytest.approx(mask.mean())
+    depths = pd.read_csv(sample_dir / "depths.csv", dtype={"id": str}).set_index("id")
+    np.testing.assert_array_equal(table["z"].to_numpy(), depths.loc[ids, "z"].to_numpy())
+
+
+def test_resolution_ceiling_on_the_sample(competition):
+    masks = competition.read_masks(competition.train_ids())
+    sizes = [32, 101, 64, 16]
+    table = resolution_ceiling(masks, sizes, "tgs")
+    assert list(table.columns) == ["size", "score"] and list(table["size"]) == sizes
+    score = dict(zip(table["size"], table["score"]))
+    assert score[101] == 1.0  # no resampling at the native size
+    ordered = [score[size] for size in (101, 64, 32, 16)]
+    assert all(later <= earlier for earlier, later in zip(ordered, ordered[1:])), ordered
+    # The sample's tiny masks (20-90 pixels) cannot all survive 16x16 cells of about 40 pixels each.
+    assert score[16] < 1.0
+    assert all(0 <= value <= 1 for value in ordered)
+
+
+def test_resolution_ceiling_of_empty_and_full_masks():
+    masks = np.stack([np.zeros((101, 101), bool), np.ones((101, 101), bool)])
+    table = resolution_ceiling(masks, [64, 16], "dice")
+    assert (table["score"] == 1.0).all()

@@ -1,0 +1,210 @@
+"""U-Net construction, losses, saving/loading with the custom loss, and train.fit with its callbacks."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from seglib import artifacts, train
+from seglib.losses import LOSSES, BCEDice, get_loss
+from seglib.models import CLASSIC_TGS, build_unet
+
+
+def expected_unet_parameters(channels, depth, base_filters, output_channels=1):
+    """Trainable parameters of the U-Net without batch norm, counted layer by layer."""
+
+    def conv(kernel, inputs, outputs):  # weights + biases
+        return kernel * kernel * inputs * outputs + outputs
+
+    total, inputs, skips = 0, channels, []
+    for level in range(depth):
+        filters = base_filters * 2 ** level
+        total += conv(3, inputs, filters) + conv(3, filters, filters)
+        skips.append(filters)
+        inputs = filters
+    filters = base_filters * 2 ** depth
+    total += conv(3, inputs, filters) + conv(3, filters, filters)
+    inputs = filters
+    for level in reversed(range(depth)):
+        filters = base_filters * 2 ** level
+        total += conv(2, inputs, filters)  # Conv2DTranspose 2x2
+        concatenated = filters + skips[level]
+        total += conv(3, concatenated, filters) + conv(3, filters, filters)
+        inputs = filters
+    return total + conv(1, inputs, output_channels)
+
+
+def test_classic_tgs_parameter_count_and_outputs():
+    model = build_unet((128, 128, 1), **CLASSIC_TGS)
+    expected = expected_unet_parameters(1, depth=4, base_filters=8)
+    # Written out for the classic configuration: 8-16-32-64 down, 128 bottleneck, back up, 1x1 head.
+    assert expected == (
+        (9 * 1 * 8 + 8) + (9 * 8 * 8 + 8)
+        + (9 * 8 * 16 + 16) + (9 * 16 * 16 + 16)
+        + (9 * 16 * 32 + 32) + (9 * 32 * 32 + 32)
+        + (9 * 32 * 64 + 64) + (9 * 64 * 64 + 64)
+        + (9 * 64 * 128 + 128) + (9 * 128 * 128 + 128)
+        + (4 * 128 * 64 + 64) + (9 * 128 * 64 + 64) + (9 * 64 * 64 + 64)
+        + (4 * 64 * 32 + 32) + (9 * 64 * 32 + 32) + (9 * 32 * 32 + 32)
+        + (4 * 32 * 16 + 16) + (9 * 32 * 16 + 16) + (9 * 16 * 16 + 16)
+        + (4 * 16 * 8 + 8) + (9 * 16 * 8 + 8) + (9 * 8 * 8 + 8)
+        + (8 * 1 + 1)
+    )
+    assert model.count_params() == expected
+    assert tuple(model.output.shape) == (None, 128, 128, 1)
+    assert model.get_layer("logits") is not None
+    assert model.get_layer("probabilities") is model.layers[-1]
+    outputs = model.predict_on_batch(np.random.default_rng(0).normal(size=(2, 128, 128, 1)).astype("float32"))
+    assert outputs.shape == (2, 128, 128, 1)
+    assert (outputs > 0).all() and (outputs < 1).all()
+
+
+@pytest.mark.parametrize("channels, depth, base_filters, output_channels", [(3, 2, 4, 1), (1, 3, 6, 2)])
+def test_parameter_count_of_other_configurations(channels, depth, base_filters, output_channels):
+    size = 2 ** depth * 4
+    model = build_unet((size, size, channels), depth=depth, base_filters=base_filters,
+                       output_channels=output_channels)
+    assert model.count_params() == expected_unet_parameters(channels, depth, base_filters, output_channels)
+    assert tuple(model.output.shape) == (None, size, size, output_channels)
+
+
+def layer_types(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_batch_norm_and_dropout_options():
+    plain = layer_types(build_unet((32, 32, 1), depth=2, base_filters=4))
+    assert "BatchNormalization" not in plain and "Dropout" not in plain
+    with_bn = layer_types(build_unet((32, 32, 1), depth=2, base_filters=4, batch_norm=True))
+    assert with_bn.count("BatchNormalization") == 2 * (2 * 2 + 1)  # two per conv block, 2*depth+1 blocks
+    assert "Dropout" not in with_bn
+    with_dropout = build_unet((32, 32, 1), depth=2, base_filters=4, dropout=0.3)
+    assert layer_types(with_dropout).count("Dropout") == 2 * 2
+    assert all(layer.rate == 0.3 for layer in with_dropout.layers if isinstance(layer, keras.layers.Dropout))
+
+
+@pytest.mark.parametrize("shape, depth", [((100, 100, 1), 4), ((128, 120, 1), 4), ((36, 36, 1), 3)])
+def test_size_not_divisible(shape, depth):
+    with pytest.raises(ValueError, match="divisible"):
+        build_unet(shape, depth=depth, base_filters=4)
+
+
+# --- losses ---------------------------------------------------------------------------------------------
+
+
+def random_batch(seed=0, shape=(4, 16, 16, 1)):
+    rng = np.random.default_rng(seed)
+    y_true = (rng.uniform(size=shape) > 0.6).astype("float32")
+    y_pred = rng.uniform(0.01, 0.99, size=shape).astype("float32")
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_gives_a_finite_scalar(name):
+    y_true, y_pred = random_batch()
+    value = keras.ops.convert_to_numpy(get_loss(name)(y_true, y_pred))
+    assert value.shape == ()
+    assert np.isfinite(value) and value > 0
+    # A perfect prediction scores lower than a random one.
+    assert keras.ops.convert_to_numpy(get_loss(name)(y_true, np.clip(y_true, 0.01, 0.99))) < value
+
+
+def test_unknown_loss():
+    with pytest.raises(ValueError, match="lovasz"):
+        get_loss("lovasz")
+
+
+@pytest.mark.parametrize("dice_weight", [1.0, 0.25])
+def test_bce_dice_is_bce_plus_dice(dice_weight):
+    y_true, y_pred = random_batch(seed=3)
+    combined = float(BCEDice(dice_weight=dice_weight)(y_true, y_pred))
+    bce = float(keras.losses.BinaryCrossentropy()(y_true, y_pred))
+    dice = float(keras.losses.Dice()(y_true, y_pred))
+    assert combined == pytest.approx(bce + dice_weight * dice, rel=1e-6)
+    assert BCEDice.from_config(BCEDice(dice_weight=dice_weight).get_config()).dice_weight == dice_weight
+
+
+def tiny_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return build_unet((32, 32, 1), depth=2, base_filters=4)
+
+
+def random_dataset(count, batch_size, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(count, 32, 32, 1)).astype("float32")
+    masks = (rng.uniform(size=(count, 32, 32, 1)) > 0.5).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size)
+
+
+def test_bce_dice_model_loads_in_a_fresh_process(tmp_path):
+    model = train.compile_model(tiny_model(), loss="bce_dice")
+    model.fit(random_dataset(8, 4, seed=1), epochs=1, verbose=0, shuffle=False)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    inputs = np.random.default_rng(2).normal(size=(3, 32, 32, 1)).astype("float32")
+    np.save(tmp_path / "inputs.npy", inputs)
+    expected = model.predict_on_batch(inputs)
+    script = (
+        "import sys, numpy as np\n"
+        "import seglib\n"
+        "import keras\n"
+        "model = keras.models.load_model(sys.argv[1])\n"
+        "assert type(model.loss).__name__ == 'BCEDice', type(model.loss)\n"
+        "np.save(sys.argv[3], model.predict_on_batch(np.load(sys.argv[2])))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(tmp_path / "inputs.npy"), str(tmp_path / "outputs.npy")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- train.fit ----------------------------------------------------------------------------------------
+
+
+def test_fit_writes_artifacts(tmp_path):
+    model = train.compile_model(tiny_model(), loss="bce_dice", learning_rate=1e-2)
+    history = train.fit(model, random_dataset(8, 4, seed=4), random_dataset(4, 4, seed=5), tmp_path, epochs=2,
+                        verbose=0)
+    assert isinstance(history, pd.DataFrame) and len(history) == 2
+    assert {"loss", "val_loss", "iou", "val_iou"} <= set(history.columns)
+    assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    model_path, checkpoint = tmp_path / artifacts.MODEL, tmp_path / artifacts.CHECKPOINT
+    assert model_path.is_file() and checkpoint.is_file()
+    assert model_path.read_bytes() == checkpoint.read_bytes()
+    logged = pd.read_csv(tmp_path / artifacts.HISTORY)
+    assert list(logged["epoch"]) == [0, 1]
+    np.testing.assert_allclose(logged["val_loss"], history["val_loss"], rtol=1e-5)
+    leftovers = [path.name for path in tmp_path.rglob("*") if ".partial" in path.name]
+    assert leftovers == []
+    # The promoted model is the best epoch's: its validation loss matches the lowest in the history.
+    reloaded = keras.models.load_model(model_path)
+    reloaded_loss = reloaded.evaluate(random_dataset(4, 4, seed=5), verbose=0, return_dict=True)["loss"]
+    assert reloaded_loss == pytest.approx(history["val_loss"].min(), rel=1e-4)
+
+
+def test_time_budget_stops_after_the_first_batch(tmp_path, capsys):
+    model = train.compile_model(tiny_model(), loss="bce")
+    history = train.fit(model, random_dataset(16, 4, seed=6), random_dataset(4, 4, seed=7), tmp_path, epochs=5,
+                        minutes=1e-6, verbose=0)
+    assert len(history) == 1
+    assert int(model.optimizer.iterations.numpy()) == 1  # one batch of the four in an epoch
+    assert "Time budget" in capsys.readouterr().out
+    assert (tmp_path / artifacts.MODEL).is_file()
+
+
+def test_time_budget_none_never_stops():
+    budget = train.TimeBudget(None)
+    budget.on_train_begin()
+    assert not budget.stopped_early
+
+
+@pytest.mark.parametrize("minutes", [0, -1])
+def test_time_budget_must_be_positive(minutes):
+    with pytest.raises(ValueError):
+        train.TimeBudget(minutes)
