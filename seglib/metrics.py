@@ -17,9 +17,9 @@ import numpy as np
 # np.arange(0.5, 1.0, 0.05) drifts (its 0.7 is 0.7000000000000002); rounding gives the literals Kaggle means.
 TGS_IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 
-# The threshold sweep works on about this many pixels (and histogram bins) at a time: it bounds the memory,
-# and chunks this small stay in the CPU cache, which measured faster than larger ones.
-_SWEEP_CHUNK_PIXELS = 1 << 16
+# The threshold sweep works on about this many pixels at a time: it bounds the memory (some 17 bytes a
+# pixel), and chunks this small stay in the CPU cache.
+_SWEEP_CHUNK_PIXELS = 1 << 17
 
 # The size of the table that locates scores among the thresholds (see _cell_table).
 _NUM_CELLS = 1 << 16
@@ -64,56 +64,81 @@ def _mask_counts(true_masks, pred_masks):
     return intersection, np.count_nonzero(pred_flat, axis=1), np.count_nonzero(true_flat, axis=1)
 
 
-def _cell_table(thresholds):
-    """Sort float32 scores into 65,536 cells, and count for each cell the thresholds below all of its scores.
+def _float32_bits(values):
+    """The bit patterns of ``values`` rounded to float32, as int32 (+-inf beyond float32's range)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values, dtype=np.float32).view(np.int32)
 
-    A score's cell is ``clip((bits >> shift) - base, 0, 65535)``, ``bits`` being its float32 bit pattern read
-    as an int32. The cell never decreases as the score grows (NaN aside): positive floats order like their
-    bits, and negative ones (and -0.0, whose bits are negative) all land in cell 0, with +0.0 (base >= 0).
-    Rounding to float32 is monotone too, so whatever the dtypes, a threshold in a lower cell than a score is
-    below it and one in a higher cell is above it. Only the cells holding a threshold are undecided (-1);
-    ``shift`` and ``base`` spread the thresholds over the table so that few scores share a cell with one.
+
+def _flip_negative(bits, out):
+    """Flip the magnitude bits of negative floats: the int32 results order like the floats.
+
+    -0.0 becomes -1, just below +0.0's 0, though the two are equal; _sweep_counts turns a -0.0 threshold into
+    +0.0 so that this never matters.
+    """
+    np.right_shift(bits, 31, out=out)  # -1 for negative floats, 0 for the others
+    out &= 0x7FFFFFFF
+    out ^= bits
+    return out
+
+
+def _cell_table(thresholds):
+    """Sort scores into _NUM_CELLS cells, and count for each cell the thresholds below all of its scores.
+
+    A score's cell is ``clip((key >> shift) - base, 0, _NUM_CELLS - 1)``, ``key`` being its float32 bit
+    pattern (an int32) with ``_flip_negative`` applied: keys order like the scores, so cells never decrease
+    as the score grows (NaN aside). Rounding to float32 never reverses an order either, so a threshold in a
+    lower cell than a score is below it, and one in a higher cell is not. Only the cells holding a threshold
+    are undecided. ``shift`` and ``base`` spread the thresholds over the table, so that few scores share a
+    cell with one.
+
+    Unless thresholds are negative, ``base >= -1`` and the flip can be skipped: negative floats have negative
+    keys with or without it, so they land in cell 0 either way.
 
     Args:
-        thresholds: sorted distinct float64 thresholds.
+        thresholds: sorted distinct float64 thresholds, without -0.0.
 
     Returns:
-        (table, shift, base): table is (65536,) intp, the number of thresholds below the cell's scores or -1.
+        (table, shift, base): table is (_NUM_CELLS,) intp: the number of thresholds below the cell's
+        scores, or -1 if undecided.
     """
-    bits = np.maximum(_float32_bits(thresholds).astype(np.int64), 0)
-    low, high = int(bits.min()), int(bits.max())
-    shift = max(0, ((high - low) // (_NUM_CELLS - 2)).bit_length())
-    base = max(0, (low >> shift) - 1)
-    cells = np.clip((bits >> shift) - base, 0, _NUM_CELLS - 1)
+    bits = _float32_bits(thresholds)
+    keys = _flip_negative(bits, np.empty_like(bits)).astype(np.int64)
+    low, high = int(keys[0]), int(keys[-1])
+    # Leave a cell free below and above the thresholds.
+    shift = ((high - low) // (_NUM_CELLS - 4)).bit_length()
+    base = (low >> shift) - 1
+    cells = np.clip((keys >> shift) - base, 0, _NUM_CELLS - 1)
     in_cell = np.bincount(cells, minlength=_NUM_CELLS)
     table = np.where(in_cell > 0, -1, np.cumsum(in_cell) - in_cell)
     return table, shift, base
 
 
-def _float32_bits(values):
-    """The float32 bit patterns of ``values`` as int32 (rounding to float32, +-inf beyond its range)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(values, dtype=np.float32).view(np.int32)
-
-
 def _threshold_levels(values, thresholds, cell_table, levels, cells):
-    """Set ``levels`` to ``np.searchsorted(thresholds, values, side="left")``: the thresholds below each value.
+    """Set ``levels`` to the number of thresholds below each value: ``np.searchsorted(..., side="left")``.
 
-    np.searchsorted pays a mispredicted branch per step per value (~25 ns a value). A lookup of the value's
-    cell settles almost all values; np.searchsorted settles the rest, compared exactly in the dtype numpy
-    uses for ``values > threshold``.
+    np.searchsorted pays a mispredicted branch per step per value (~25 ns a value). The value's cell (see
+    ``_cell_table``) settles almost all values with one table lookup; np.searchsorted settles the rest,
+    comparing in the dtype numpy uses for ``values > threshold``.
 
     Args:
-        values: (n, P) real scores. thresholds: sorted distinct float64 thresholds.
+        values: (n, P) real scores. thresholds: sorted distinct float64 thresholds, without -0.0.
         cell_table: ``_cell_table(thresholds)``.
         levels, cells: (n, P) intp buffers to work in; levels gets the result.
     """
-    if values.dtype.kind == "f" and np.isnan(np.max(values)):
+    if values.dtype.kind in "biu":
+        # numpy compares integers with float64 thresholds as float64: round them the same way first.
+        values = values.astype(np.float64)
+    elif values.size and np.isnan(np.max(values)):
         raise ValueError("probabilities contain NaN")
     table, shift, base = cell_table
-    np.right_shift(_float32_bits(values), shift, out=cells)
+    bits = _float32_bits(values)
+    if base < -1:
+        np.right_shift(_flip_negative(bits, out=cells), shift, out=cells)
+    else:
+        np.right_shift(bits, shift, out=cells)
     cells -= base
-    # mode="clip" puts the cells beyond the table's ends into its end cells, as _cell_table assumes.
+    # mode="clip" puts the cells beyond the table's ends into its end cells, as _cell_table means.
     np.take(table, cells, out=levels, mode="clip")
     levels, values = levels.reshape(-1), values.reshape(-1)
     undecided = np.flatnonzero(levels < 0)
@@ -147,40 +172,39 @@ def _sweep_counts(true_masks, probabilities, thresholds):
     true_batch, probability_batch = _paired_batches(true_masks, probabilities, "probabilities")
     if probability_batch.dtype.kind not in "biuf":
         raise ValueError(f"probabilities must be real numbers, got dtype {probability_batch.dtype}")
-    # Equal thresholds (0.0 and -0.0 too) give equal counts: work with the distinct ones, sorted.
+    # Equal thresholds give equal counts: work with the distinct ones, sorted. Adding 0.0 turns -0.0 into the
+    # equal +0.0, as _cell_table asks.
     distinct, inverse = np.unique(_check_thresholds(thresholds), return_inverse=True)
+    distinct += 0.0
     cell_table = _cell_table(distinct)
     num_images, num_levels = len(true_batch), len(distinct) + 1
     true_flat = true_batch.reshape(num_images, -1)
     probability_flat = probability_batch.reshape(num_images, -1)
     num_pixels = probability_flat.shape[1]
 
-    # Work buffers, reused by every chunk: fresh arrays this large cost page faults that take longer than
-    # the arithmetic.
+    # Work buffers, reused by every chunk of images: fresh arrays this large cost page faults that take
+    # longer than the arithmetic.
     images_per_chunk = max(1, min(num_images, _SWEEP_CHUNK_PIXELS // max(num_pixels, num_levels)))
     buffer_shape = (images_per_chunk, num_pixels)
-    levels, cells = np.empty(buffer_shape, dtype=np.intp), np.empty(buffer_shape, dtype=np.intp)
+    bins, cells = np.empty(buffer_shape, dtype=np.intp), np.empty(buffer_shape, dtype=np.intp)
     is_true = np.empty(buffer_shape, dtype=bool)
-    # Offset each image's levels into a range of histogram bins of its own.
-    image_offsets = num_levels * np.arange(images_per_chunk)[:, np.newaxis]
-    all_histogram = np.empty((num_images, num_levels), dtype=np.int64)
-    true_histogram = np.empty((num_images, num_levels), dtype=np.int64)
+    # Each image has 2 * num_levels histogram bins: the levels of its false pixels, then of its true ones.
+    image_offsets = 2 * num_levels * np.arange(images_per_chunk)[:, np.newaxis]
+    histogram = np.empty((num_images, 2, num_levels), dtype=np.int64)
     for start in range(0, num_images, images_per_chunk):
         stop = min(start + images_per_chunk, num_images)
         size = stop - start
-        chunk_levels = levels[:size]
-        _threshold_levels(probability_flat[start:stop], distinct, cell_table, chunk_levels, cells[:size])
-        chunk_levels += image_offsets[:size]
-        np.greater(true_flat[start:stop], 0, out=is_true[:size])
-        bins = size * num_levels
-        all_histogram[start:stop] = np.bincount(chunk_levels.reshape(-1), minlength=bins).reshape(size, num_levels)
-        true_histogram[start:stop] = np.bincount(chunk_levels[is_true[:size]], minlength=bins).reshape(
-            size, num_levels
-        )
+        chunk_bins, chunk_is_true = bins[:size], is_true[:size]
+        _threshold_levels(probability_flat[start:stop], distinct, cell_table, chunk_bins, cells[:size])
+        chunk_bins += image_offsets[:size]
+        np.greater(true_flat[start:stop], 0, out=chunk_is_true)
+        np.add(chunk_bins, num_levels, out=chunk_bins, where=chunk_is_true)
+        counts = np.bincount(chunk_bins.reshape(-1), minlength=size * 2 * num_levels)
+        histogram[start:stop] = counts.reshape(size, 2, num_levels)
     # Pixels above threshold j are those at level j + 1 or higher: a reversed cumulative sum.
-    above = np.cumsum(np.stack([all_histogram, true_histogram])[..., ::-1], axis=-1)[..., ::-1]
-    predicted, intersection = above[..., 1:][..., inverse]
-    return intersection, predicted, true_histogram.sum(axis=1, keepdims=True)
+    above = np.cumsum(histogram[..., ::-1], axis=-1)[..., ::-1][..., 1:]
+    false_above, true_above = above[:, 0, inverse], above[:, 1, inverse]
+    return true_above, false_above + true_above, histogram[:, 1].sum(axis=1, keepdims=True)
 
 
 def _tgs_from_counts(intersection, predicted, true):
@@ -188,7 +212,8 @@ def _tgs_from_counts(intersection, predicted, true):
     union = predicted + true - intersection
     # An empty truth predicted empty is a perfect answer; IoU 1 passes every threshold.
     iou = np.divide(intersection, union, out=np.ones(np.shape(union)), where=union > 0)
-    return np.mean(iou[..., np.newaxis] > TGS_IOU_THRESHOLDS, axis=-1)
+    # The thresholds are sorted, so the number of them below the IoU is a searchsorted.
+    return np.searchsorted(TGS_IOU_THRESHOLDS, iou, side="left") / len(TGS_IOU_THRESHOLDS)
 
 
 def _dice_from_counts(intersection, predicted, true):

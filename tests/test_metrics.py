@@ -235,3 +235,57 @@ def test_sweep_counts_equal_brute_force_on_tricky_values(dtype, seed):
     np.testing.assert_array_equal(intersection, expected_intersection)
     np.testing.assert_array_equal(predicted, expected_predicted)
     np.testing.assert_array_equal(true_count[:, 0], true.reshape(7, -1).sum(axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize(
+    "thresholds",
+    [
+        np.linspace(0.02, 0.98, 50),  # the usual sweep: negative scores skip the key flip
+        np.linspace(0.0, 1.0, 21),
+        [-0.0, 0.5],  # -0.0 must count as +0.0
+        [0.5],
+        [1e-45, 3e-38, 1.0, 3.4e38, np.inf],
+    ],
+)
+def test_sweep_counts_with_non_negative_thresholds(dtype, thresholds):
+    rng = np.random.default_rng(7)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        values = tricky_values(rng, thresholds, size=(5, 8, 9)).astype(dtype)
+    true = rng.random(values.shape) < 0.5
+    intersection, predicted, _ = metrics._sweep_counts(true, values, thresholds)
+    expected_intersection, expected_predicted = brute_force_counts(true, values, thresholds)
+    np.testing.assert_array_equal(intersection, expected_intersection)
+    np.testing.assert_array_equal(predicted, expected_predicted)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_sweep_counts_of_integers_beyond_float64_precision(dtype):
+    # numpy compares these as float64, which rounds 2**60 + 2**36 + 1 down onto the float32 rounding
+    # midpoint 2**60 + 2**36; rounding the integer straight to float32 would round it up instead.
+    midpoint = 2**60 + 2**36
+    values = [midpoint + k for k in (-300, -1, 0, 1, 2, 300)] + [2**60, 2**60 + 2**37]
+    values = np.array([values], dtype=dtype)
+    thresholds = [float(midpoint), 2.0**60 + 2.0**40]
+    true = np.array([[True, False] * 4])
+    intersection, predicted, _ = metrics._sweep_counts(true, values, thresholds)
+    expected_intersection, expected_predicted = brute_force_counts(true, values, thresholds)
+    np.testing.assert_array_equal(intersection, expected_intersection)
+    np.testing.assert_array_equal(predicted, expected_predicted)
+
+
+@pytest.mark.parametrize("nan", [np.nan, -np.nan])
+def test_sweep_rejects_one_nan_among_the_scores(nan):
+    true, probabilities, thresholds = sweep_case()
+    probabilities = probabilities.astype(np.float32)
+    probabilities[40, 3, 2] = nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.tgs_sweep(true, probabilities, thresholds)
+
+
+def test_sweep_of_big_endian_scores_with_a_channel_axis():
+    true, probabilities, thresholds = sweep_case()
+    expected = metrics.dice_sweep(true, probabilities.astype(np.float32), thresholds)
+    swapped = probabilities.astype(">f4")[..., np.newaxis]
+    np.testing.assert_array_equal(metrics.dice_sweep(true, swapped, thresholds), expected)
