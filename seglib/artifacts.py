@@ -48,6 +48,13 @@ def load_json(path, what="file"):
     return json.loads(path.read_text())
 
 
+def save_csv(path, table, index=True):
+    """Write a pandas DataFrame as CSV, atomically."""
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=index)
+    return Path(path)
+
+
 def save_npz(path, **arrays):
     """Write numpy arrays to a ``.npz`` file, atomically."""
     with atomic_path(path) as temporary:

@@ -2,21 +2,27 @@
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from seglib.geometry import downscale_roundtrip
 from seglib.metrics import get_metric
 
 
-def coverage_table(competition, image_ids, progress=True):
+def coverage_table(competition, image_ids, masks):
     """Per training image: mask coverage (share of pixels), empty flag, and the adapter's metadata.
+
+    Args:
+        competition: the adapter (for its metadata).
+        image_ids: the ids, in the order of ``masks``.
+        masks: boolean (n, height, width), read once by the caller and shared with ``resolution_ceiling``.
 
     Returns:
         A DataFrame indexed by id with columns coverage, empty and the metadata columns (e.g. TGS depth z).
     """
-    coverage = [competition.read_mask(image_id).mean()
-                for image_id in tqdm(image_ids, desc="read masks", disable=not progress)]
-    table = pd.DataFrame({"coverage": coverage}, index=pd.Index(image_ids, name="id"))
+    masks = np.asarray(masks)
+    if len(masks) != len(image_ids):
+        raise ValueError(f"{len(image_ids)} ids but {len(masks)} masks")
+    coverage = masks.reshape(len(masks), -1).mean(axis=1)
+    table = pd.DataFrame({"coverage": coverage}, index=pd.Index(list(image_ids), name="id"))
     table["empty"] = table["coverage"] == 0
     return table.join(competition.metadata(), how="left")
 

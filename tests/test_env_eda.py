@@ -115,7 +115,7 @@ def competition(sample_dir):
 
 def test_coverage_table(competition, sample_dir):
     ids = competition.train_ids()
-    table = coverage_table(competition, ids, progress=False)
+    table = coverage_table(competition, ids, competition.read_masks(ids))
     assert list(table.index) == ids and table.index.is_unique and len(table) == 150
     assert {"coverage", "empty", "z"} <= set(table.columns)
     assert table["coverage"].between(0, 1).all()
