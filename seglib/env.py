@@ -86,15 +86,20 @@ def distribution_strategy():
     return tf.distribute.get_strategy()
 
 
-def open_run(competition_name, data_dir=None, run_dir=None):
+def open_run(competition_name, data_dir=None, run_dir=None, options=None):
     """Resolve the data and run folders, open the competition adapter and say where everything is.
+
+    Args:
+        options: the adapter's switches (notebook parameter COMPETITION_OPTIONS), e.g. Carvana's
+            ``{"background_channels": True}``.
 
     Returns:
         (competition adapter, run folder Path).
     """
     from seglib.competitions import get_competition
 
-    competition = get_competition(competition_name, resolve_data_dir(competition_name, data_dir))
+    competition = get_competition(competition_name, resolve_data_dir(competition_name, data_dir),
+                                  **(options or {}))
     run_dir = resolve_run_dir(run_dir)
     print(f"{competition.title} on {platform()}: data {competition.data_dir.name}/, run folder {run_dir.name}/")
     return competition, run_dir

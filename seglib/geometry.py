@@ -4,20 +4,22 @@ A U-Net with four pooling steps needs a side divisible by 16; TGS images are 101
 - "pad": reflect-pad 101 -> 128. No pixel is resampled and the inverse (a crop) is exact.
 - "resize": bilinear resize to the model size and back. Cheaper for big images (Carvana), but thin
   structures lose detail; notebook 01's resolution-ceiling table shows how much.
+- "auto": "pad" when the images fit inside the model size, else "resize" (Carvana, hand bone).
 Both directions live here so training, validation and submission can never disagree.
 """
 
 import numpy as np
 import tensorflow as tf
 
-MODES = ("pad", "resize")
+MODES = ("pad", "resize", "auto")
 
 
 class Geometry:
     """Maps (height, width) images to (size, size) model inputs and model outputs back.
 
     Args:
-        mode: "pad" (reflect-pad, exact crop back) or "resize" (bilinear both ways).
+        mode: "pad" (reflect-pad, exact crop back), "resize" (bilinear both ways) or "auto" (pad if the images
+            fit, else resize); ``self.mode`` holds the resolved mode.
         size: the model's square input side.
         original_size: (height, width) of the competition's images.
     """
@@ -25,9 +27,11 @@ class Geometry:
     def __init__(self, mode, size, original_size):
         if mode not in MODES:
             raise ValueError(f"geometry mode must be one of {MODES}, got {mode!r}")
-        self.mode = mode
         self.size = int(size)
         self.original_size = (int(original_size[0]), int(original_size[1]))
+        if mode == "auto":
+            mode = "pad" if _can_reflect_pad(self.original_size, self.size) else "resize"
+        self.mode = mode
         if mode == "pad" and (self.size < self.original_size[0] or self.size < self.original_size[1]):
             raise ValueError(f"cannot pad {self.original_size} images to a smaller size {self.size}; "
                              "use mode='resize'")
@@ -70,14 +74,26 @@ class Geometry:
         return tf.image.resize(outputs, (height, width), method="bilinear").numpy().astype(np.float32)
 
 
+def _can_reflect_pad(original_size, size):
+    """Whether reflect padding reaches ``size`` (at most side - 1 pixels can be added per edge)."""
+    return all(side <= size <= side + 2 * (side - 1) for side in original_size)
+
+
 def downscale_roundtrip(masks, size):
     """Masks resized to (size, size) and back, thresholded at 0.5: what a model at ``size`` can at best give.
 
     Args:
-        masks: boolean (n, height, width).
+        masks: boolean (n, height, width), or (n, height, width, classes) for multi-label masks.
         size: the candidate square input side.
+
+    Returns:
+        Boolean masks of the same shape.
     """
-    masks = np.asarray(masks, dtype=np.float32)[..., np.newaxis]
+    masks = np.asarray(masks, dtype=np.float32)
+    binary = masks.ndim == 3
+    if binary:
+        masks = masks[..., np.newaxis]
     geometry = Geometry("resize", size, masks.shape[1:3])
     small = geometry.to_model(masks, interpolation="area")
-    return geometry.to_original(small)[..., 0] > 0.5
+    roundtrip = geometry.to_original(small) > 0.5
+    return roundtrip[..., 0] if binary else roundtrip

@@ -26,7 +26,11 @@ _NUM_CELLS = 1 << 16
 
 
 def _as_image_batch(masks, name):
-    """Return ``masks`` as an array of shape (N, H, W); a single (H, W) image becomes N=1."""
+    """Return ``masks`` as an array of shape (N, H, W); a single (H, W) image becomes N=1.
+
+    Multi-label masks (N, H, W, C) become N * C images (image-major), because Kaggle scores every
+    (image, class) pair on its own and averages them all.
+    """
     try:
         masks = np.asarray(masks)
     except ValueError as error:
@@ -35,6 +39,8 @@ def _as_image_batch(masks, name):
     if masks.ndim == 4 and masks.shape[-1] == 1:
         # Keras models return (N, H, W, 1); the channel axis carries nothing here.
         masks = masks[..., 0]
+    elif masks.ndim == 4:
+        masks = np.moveaxis(masks, -1, 1).reshape(-1, *masks.shape[1:3])
     if masks.ndim == 2:
         masks = masks[np.newaxis]
     if masks.ndim != 3:
@@ -240,13 +246,18 @@ def tgs_score(true_masks, pred_masks):
     return float(np.mean(tgs_image_scores(true_masks, pred_masks)))
 
 
+def tgs_sweep_image_scores(true_masks, probabilities, thresholds):
+    """Per-image TGS score of ``probabilities > threshold`` for every threshold: float64 (N, len(thresholds))."""
+    return _tgs_from_counts(*_sweep_counts(true_masks, probabilities, thresholds))
+
+
 def tgs_sweep(true_masks, probabilities, thresholds):
     """TGS score of ``probabilities > threshold`` for every threshold, in one vectorised pass.
 
     Returns:
         float64 array (len(thresholds),), equal to ``[tgs_score(true_masks, probabilities > t) ...]``.
     """
-    return np.mean(_tgs_from_counts(*_sweep_counts(true_masks, probabilities, thresholds)), axis=0)
+    return np.mean(tgs_sweep_image_scores(true_masks, probabilities, thresholds), axis=0)
 
 
 def dice_scores(true_masks, pred_masks):
@@ -259,16 +270,35 @@ def mean_dice(true_masks, pred_masks):
     return float(np.mean(dice_scores(true_masks, pred_masks)))
 
 
+def dice_sweep_image_scores(true_masks, probabilities, thresholds):
+    """Per-image Dice of ``probabilities > threshold`` for every threshold: float64 (N, len(thresholds))."""
+    return _dice_from_counts(*_sweep_counts(true_masks, probabilities, thresholds))
+
+
 def dice_sweep(true_masks, probabilities, thresholds):
     """Mean Dice of ``probabilities > threshold`` for every threshold, float64 array (len(thresholds),)."""
-    return np.mean(_dice_from_counts(*_sweep_counts(true_masks, probabilities, thresholds)), axis=0)
+    return np.mean(dice_sweep_image_scores(true_masks, probabilities, thresholds), axis=0)
 
 
-Metric = collections.namedtuple("Metric", ["name", "title", "score", "image_scores", "sweep"])
+def class_scores(metric_name, true_masks, pred_masks):
+    """Per-class mean score of multi-label masks (N, H, W, C): float64 array (C,).
+
+    The competition score is the mean of these, since every class has one score per image.
+    """
+    true_masks = np.asarray(true_masks)
+    if true_masks.ndim != 4:
+        raise ValueError(f"class_scores needs (N, H, W, C) masks, got shape {true_masks.shape}")
+    image_scores = get_metric(metric_name).image_scores(true_masks, pred_masks)
+    return image_scores.reshape(len(true_masks), true_masks.shape[-1]).mean(axis=0)
+
+
+Metric = collections.namedtuple("Metric", ["name", "title", "score", "image_scores", "sweep",
+                                           "sweep_image_scores"])
 
 METRICS = {
-    "tgs": Metric("tgs", "TGS mean precision @ IoU 0.50-0.95", tgs_score, tgs_image_scores, tgs_sweep),
-    "dice": Metric("dice", "mean Dice", mean_dice, dice_scores, dice_sweep),
+    "tgs": Metric("tgs", "TGS mean precision @ IoU 0.50-0.95", tgs_score, tgs_image_scores, tgs_sweep,
+                  tgs_sweep_image_scores),
+    "dice": Metric("dice", "mean Dice", mean_dice, dice_scores, dice_sweep, dice_sweep_image_scores),
 }
 
 

@@ -1,10 +1,16 @@
-"""A configurable U-Net, built with the Keras functional API.
+"""Segmentation models, built with the Keras functional API, by name in ``ARCHITECTURES``.
 
-The classic TGS kernel architecture is one configuration (``CLASSIC_TGS``): four down-steps of 8 -> 64
-filters, a 128-filter bottleneck, a Conv2DTranspose up-path and a 1x1 sigmoid head.
+``build_unet`` is a configurable U-Net; the classic TGS kernel architecture is one configuration
+(``CLASSIC_TGS``): four down-steps of 8 -> 64 filters, a 128-filter bottleneck, a Conv2DTranspose up-path and
+a 1x1 sigmoid head. ``build_resnet50_unet`` puts a ResNet50 encoder (optionally ImageNet-pretrained, for any
+number of input channels) under a U-Net decoder.
 """
 
+import os
+import warnings
+
 import keras
+import numpy as np
 from keras import layers
 
 # The architecture of the classic TGS Salt starter kernel, used by notebook 03 by default.
@@ -65,3 +71,159 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
     logits = layers.Conv2D(output_channels, 1, name="logits", dtype="float32")(x)
     probabilities = layers.Activation("sigmoid", name="probabilities", dtype="float32")(logits)
     return keras.Model(inputs, probabilities, name=name)
+
+
+# --- ResNet50-encoder U-Net ---------------------------------------------------------------------------------
+
+# Encoder feature maps the decoder joins, deepest first, at 1/16, 1/8, 1/4 and 1/2 of the input size.
+RESNET50_SKIPS = ("conv4_block6_out", "conv3_block4_out", "conv2_block3_out", "conv1_relu")
+# The encoder output at 1/32 of the input size: the bridge into the decoder.
+RESNET50_BRIDGE = "conv5_block3_out"
+# The only encoder layer whose weights depend on the number of input channels.
+FIRST_CONVOLUTION = "conv1_conv"
+RESNET50_STRIDE = 32
+
+IMAGENET_FALLBACK_MESSAGE = (
+    "ImageNet weights for ResNet50 could not be fetched ({error}); building with weights=None. "
+    "On Kaggle, turn on internet or attach the weights file and pass its path."
+)
+
+
+def adapt_first_convolution(kernel, channels):
+    """Adapt an RGB first-convolution kernel to ``channels`` input channels.
+
+    Args:
+        kernel: array of shape (height, width, 3, filters), e.g. ResNet50's ``conv1_conv`` kernel.
+        channels: the number of input channels of the new model.
+
+    Returns:
+        An array of shape (height, width, channels, filters).
+    """
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.shape[2] != 3:
+        raise ValueError(f"expected an RGB kernel of shape (height, width, 3, filters), got {kernel.shape}")
+    if channels < 1:
+        raise ValueError(f"channels must be at least 1, got {channels}")
+    if channels == 3:
+        return kernel.copy()
+    if channels == 1:
+        # A grey image is R = G = B, so the RGB response to it is the response of the summed kernel.
+        return kernel.sum(axis=2, keepdims=True)
+    # Repeat R, G, B, R, ... over the channels and scale by 3/channels (timm's convention): the activations keep
+    # the scale the pretrained layers after this one expect. For a multiple of 3 channels all carrying the same
+    # grey image the response is exactly the RGB response to that grey image.
+    repeated = kernel[:, :, np.arange(channels) % 3, :]
+    return repeated * (3.0 / channels)
+
+
+def transfer_encoder_weights(source_encoder, target_encoder):
+    """Copy a ResNet50 encoder's weights, layer by layer, into a model holding the same layer names.
+
+    Args:
+        source_encoder: a ResNet50 (``include_top=False``), typically pretrained on 3-channel ImageNet.
+        target_encoder: a ResNet50 or a ``build_resnet50_unet`` model, with any number of input channels.
+
+    Returns:
+        The names of the layers whose weights were copied.
+    """
+    copied = []
+    for source_layer in source_encoder.layers:
+        weights = source_layer.get_weights()
+        if not weights:
+            continue
+        target_layer = target_encoder.get_layer(source_layer.name)
+        if source_layer.name == FIRST_CONVOLUTION:
+            channels = target_layer.get_weights()[0].shape[2]
+            weights = [adapt_first_convolution(weights[0], channels), *weights[1:]]
+        target_layer.set_weights(weights)
+        copied.append(source_layer.name)
+    return copied
+
+
+def pretrained_resnet50(weights, height, width):
+    """A 3-channel ResNet50 encoder with ``weights``, or None (with a warning) if ImageNet cannot be fetched.
+
+    Args:
+        weights: "imagenet" or the path to a ResNet50 ``include_top=False`` weights file (.h5).
+        height, width: the input size of the model the weights are for.
+
+    Returns:
+        A ``keras.Model``, or None when the ImageNet download failed.
+    """
+    try:
+        return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(height, width, 3))
+    except Exception as error:  # keras.utils.get_file raises a bare Exception when the download fails
+        if weights != "imagenet":
+            raise  # a weights file the user named must load; silently training from scratch would hide that
+        warnings.warn(IMAGENET_FALLBACK_MESSAGE.format(error=error), stacklevel=3)
+        return None
+
+
+def build_resnet50_unet(input_shape, output_channels=1, weights=None, decoder_filters=(256, 128, 64, 32, 16),
+                        name="resnet50_unet"):
+    """Build a U-Net with a ResNet50 encoder, whose output layer "probabilities" follows a linear "logits".
+
+    The encoder takes the images as they come (no ImageNet preprocessing layer): the pipeline's per-channel
+    standardisation is close enough for fine-tuning, since batch norm re-estimates the statistics.
+
+    Args:
+        input_shape: (height, width, channels), height and width divisible by 32; any number of channels.
+        output_channels: one sigmoid channel per (possibly overlapping) class.
+        weights: None (random), "imagenet" (falls back to None with a warning when offline) or the path to a
+            ResNet50 ``include_top=False`` weights file. Pretrained RGB weights are adapted to other channel
+            counts with ``adapt_first_convolution``.
+        decoder_filters: filters of the five decoder blocks, from 1/16 of the input size to full size.
+        name: the model's name.
+
+    Returns:
+        A ``keras.Model`` mapping images to per-pixel probabilities.
+    """
+    height, width, channels = input_shape
+    if height % RESNET50_STRIDE or width % RESNET50_STRIDE:
+        raise ValueError(f"input size {(height, width)} must be divisible by {RESNET50_STRIDE} for ResNet50")
+    if len(decoder_filters) != len(RESNET50_SKIPS) + 1:
+        raise ValueError(f"decoder_filters needs {len(RESNET50_SKIPS) + 1} values, got {decoder_filters}")
+    if weights not in (None, "imagenet"):
+        if not os.path.isfile(weights):
+            raise ValueError(f"weights must be None, 'imagenet' or the path to a weights file, got {weights!r}")
+        weights = os.fspath(weights)  # keras.applications compares and loads strings, not pathlib paths
+    source_encoder = None if weights is None else pretrained_resnet50(weights, height, width)
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    encoder = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=inputs)
+    x = encoder.get_layer(RESNET50_BRIDGE).output
+    # The last step back to full size joins the images themselves: ResNet50 has no full-resolution feature map.
+    skips = [encoder.get_layer(layer_name).output for layer_name in RESNET50_SKIPS] + [inputs]
+    for index, (skip, filters) in enumerate(zip(skips, decoder_filters)):
+        x = layers.UpSampling2D(2, name=f"decoder{index}_upsampling")(x)
+        x = layers.Concatenate(name=f"decoder{index}_concat")([x, skip])
+        x = conv_block(x, filters, batch_norm=True, name=f"decoder{index}")
+
+    # The same head as build_unet, so losses, prediction and saving treat both alike.
+    logits = layers.Conv2D(output_channels, 1, name="logits", dtype="float32")(x)
+    probabilities = layers.Activation("sigmoid", name="probabilities", dtype="float32")(logits)
+    model = keras.Model(inputs, probabilities, name=name)
+    if source_encoder is not None:
+        transfer_encoder_weights(source_encoder, model)
+    return model
+
+
+ARCHITECTURES = {"unet": build_unet, "resnet50_unet": build_resnet50_unet}
+
+
+def build_model(architecture, input_shape, output_channels=1, **options):
+    """Build the model ``architecture`` (one of ``ARCHITECTURES``).
+
+    Args:
+        architecture: a key of ``ARCHITECTURES``.
+        input_shape: (height, width, channels).
+        output_channels: one sigmoid channel per class.
+        **options: the builder's other keyword arguments (e.g. ``depth`` for "unet", ``weights`` for
+            "resnet50_unet").
+
+    Returns:
+        A ``keras.Model`` with the "logits" and "probabilities" layers.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](input_shape, output_channels=output_channels, **options)

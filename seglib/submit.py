@@ -6,12 +6,13 @@ The validator checks what Kaggle would reject, plus what Kaggle would silently s
 
 import csv
 
+import numpy as np
 import pandas as pd
 
 from seglib import rle
 from seglib.artifacts import atomic_path
 from seglib.policy import apply_policy
-from seglib.predict import predict_batches
+from seglib.predict import predict_images
 
 
 class SubmissionError(ValueError):
@@ -37,11 +38,10 @@ def write_submission(path, competition, model, geometry, normalization, policy, 
         with open(temporary, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(competition.submission_columns)
-            for batch_ids, probabilities in predict_batches(model, competition, image_ids, geometry,
-                                                            normalization, batch_size, part="test"):
-                masks = apply_policy(probabilities, policy)
-                for image_id, mask in zip(batch_ids, masks):
-                    writer.writerows(competition.submission_rows(image_id, mask))
+            for image_id, probabilities in predict_images(model, competition, image_ids, geometry,
+                                                          normalization, batch_size, part="test"):
+                mask = apply_policy(probabilities[np.newaxis], policy)[0]
+                writer.writerows(competition.submission_rows(image_id, mask))
         summary = validate_submission(temporary, competition)
     return summary
 
@@ -88,3 +88,23 @@ def validate_submission(path, competition):
         "empty_masks": int((table[rle_column].str.strip() == "").sum()),
         "mean_coverage": covered_pixels / max(1, len(table)) / (height * width),
     }
+
+
+def submission_masks(table, competition, image_ids):
+    """The masks of ``image_ids`` decoded back from a submission table, shaped like ``read_mask``'s.
+
+    The rows of an image are found by the keys ``competition.submission_rows`` gives it, so this works for one
+    row per image (TGS, Carvana) and one row per image and class (hand bone) alike.
+    """
+    key_columns = list(table.columns[:-1])
+    rle_by_key = dict(zip(map(tuple, table[key_columns].astype(str).to_numpy()), table[table.columns[-1]]))
+    mask_shape = tuple(competition.image_size) + ((competition.num_classes,) if competition.num_classes > 1 else ())
+    masks = []
+    for image_id in image_ids:
+        keys = [tuple(map(str, row[:-1])) for row in competition.submission_rows(image_id, np.zeros(mask_shape, bool))]
+        missing = [key for key in keys if key not in rle_by_key]
+        if missing:
+            raise SubmissionError(f"submission has no row for {'/'.join(missing[0])}")
+        channels = [rle.decode(rle_by_key[key], competition.image_size, competition.rle_order) for key in keys]
+        masks.append(np.stack(channels, axis=-1) if competition.num_classes > 1 else channels[0])
+    return np.stack(masks)

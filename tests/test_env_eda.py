@@ -39,8 +39,8 @@ def test_resolve_data_dir_explicit(tmp_path):
 
 
 def test_resolve_data_dir_unknown_competition(tmp_path):
-    with pytest.raises(ValueError, match="carvana"):
-        env.resolve_data_dir("carvana", tmp_path)
+    with pytest.raises(ValueError, match="'severstal'.*known: \\['carvana', 'handbone', 'tgs'\\]"):
+        env.resolve_data_dir("severstal", tmp_path)
 
 
 def test_resolve_data_dir_missing_folder(tmp_path):

@@ -64,3 +64,41 @@ def test_zipped_and_extracted_give_the_same_submission(runs):
     extracted = pd.read_csv(runs["extracted"][1] / artifacts.SUBMISSION, dtype=str, keep_default_na=False)
     zipped = pd.read_csv(runs["zipped"][1] / artifacts.SUBMISSION, dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(extracted, zipped)
+
+
+# --- the other competitions: the same notebooks, only COMPETITION changed ----------------------------------
+
+# Carvana's and the hand X-rays' samples are small (48 and 12 training images); a few epochs show the seams work.
+OTHER_PARAMETERS = {"EPOCHS": 6, "TRAIN_MINUTES": 2.0}
+
+
+@pytest.fixture(scope="module", params=["carvana", "handbone"])
+def other_run(request, tmp_path_factory):
+    name = request.param
+    run_dir = tmp_path_factory.mktemp(f"run_{name}")
+    run_notebooks(run_dir, {**OTHER_PARAMETERS, "COMPETITION": name}, progress=False)
+    return name, run_dir
+
+
+def test_other_competitions_end_in_a_valid_submission(other_run):
+    name, run_dir = other_run
+    competition = get_competition(name, SAMPLE_ROOT / name)
+    summary = validate_submission(run_dir / artifacts.SUBMISSION, competition)
+    expected = competition.expected_submission()
+    submission = pd.read_csv(run_dir / artifacts.SUBMISSION, dtype=str, keep_default_na=False)
+    # Complete and in the expected order: every test image, and for the hand X-rays every test image x class.
+    assert summary["rows"] == len(expected) == len(competition.test_ids()) * competition.num_classes
+    pd.testing.assert_frame_equal(submission[list(expected.columns)], expected.astype(str))
+    assert summary["mean_coverage"] > 0
+    for name_of_artifact in (artifacts.MODEL, artifacts.POLICY, artifacts.TRAIN_CONFIG):
+        assert (run_dir / name_of_artifact).is_file()
+    assert not list(run_dir.rglob("*.partial*"))
+
+
+def test_other_competitions_draw_their_own_eda(other_run):
+    name, run_dir = other_run
+    plots = {path.stem for path in (run_dir / "plots").glob("*.png")}
+    own = {"carvana": {"car_angles", "mask_area_by_angle", "car_background", "background_difference"},
+           "handbone": {"class_pixel_ratio", "class_overlap", "validation_score_per_class"}}[name]
+    assert own <= plots, own - plots
+    assert {"resolution_ceiling", "metadata_distributions", "submission_cutouts"} <= plots

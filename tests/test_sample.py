@@ -1,4 +1,5 @@
-"""The committed synthetic TGS sample follows Kaggle's layout and byte conventions, and matches its generator."""
+"""The committed synthetic TGS sample follows Kaggle's layout and byte conventions, and every committed sample
+matches its generator byte for byte."""
 
 from pathlib import Path
 
@@ -93,12 +94,15 @@ def relative_files(root):
     return sorted(path.relative_to(root) for path in Path(root).rglob("*") if path.is_file())
 
 
-def test_generator_reproduces_committed_sample_byte_for_byte(tmp_path):
-    fresh = sample.generate("tgs", out_dir=tmp_path / "tgs")
-    committed_files = relative_files(SAMPLE_DIR)
+@pytest.mark.parametrize("competition", sorted(sample.GENERATORS))
+def test_generator_reproduces_committed_sample_byte_for_byte(tmp_path, competition):
+    committed_dir = sample.default_out_dir(competition)
+    fresh = sample.generate(competition, out_dir=tmp_path / competition)
+    committed_files = relative_files(committed_dir)
     assert relative_files(fresh) == committed_files
-    drifted = [str(path) for path in committed_files if (fresh / path).read_bytes() != (SAMPLE_DIR / path).read_bytes()]
-    assert not drifted, f"committed sample differs from the generator; rerun `python -m seglib.sample tgs`: {drifted[:5]}"
+    drifted = [str(path) for path in committed_files if (fresh / path).read_bytes() != (committed_dir / path).read_bytes()]
+    assert not drifted, (f"committed sample differs from the generator; rerun `python -m seglib.sample {competition}`: "
+                         f"{drifted[:5]}")
 
 
 def test_unknown_competition_is_a_value_error(tmp_path):

@@ -27,11 +27,15 @@ def known_competitions():
     return sorted(_REGISTRY)
 
 
-def get_competition(name, data_dir):
-    """The adapter for competition ``name`` reading from ``data_dir`` (extracted folder or Kaggle zips)."""
+def get_competition(name, data_dir, **options):
+    """The adapter for competition ``name`` reading from ``data_dir`` (extracted folder or Kaggle zips).
+
+    Args:
+        options: adapter-specific switches, e.g. Carvana's ``background_channels=True`` (6-channel input).
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown competition {name!r}; known: {known_competitions()}")
-    return _REGISTRY[name](data_dir)
+    return _REGISTRY[name](data_dir, **options)
 
 
 class Competition:
@@ -41,11 +45,15 @@ class Competition:
         name: registry name (set by ``@register``).
         title: human name for notebooks.
         kaggle_slug: folder name under ``/kaggle/input``.
-        image_size: (height, width) of every image, as Kaggle ships it.
+        image_size: (height, width) of every image, as Kaggle ships it (a subclass may make it a property
+            that reads the size from the files).
         image_channels: channels the model sees (TGS: 1, its 3 PNG channels are identical).
+        classes: class names, one model output channel each; one name means a binary (H, W) mask, several
+            mean a multi-label (H, W, classes) mask (classes may overlap).
         metric: name of a metric in ``seglib.metrics``.
         rle_order: "F" column-major or "C" row-major.
         submission_columns: header of the submission CSV.
+        default_augmentations: augmentation names (``seglib.data``) notebook 03 uses unless told otherwise.
     """
 
     name = None
@@ -53,13 +61,22 @@ class Competition:
     kaggle_slug = None
     image_size = None
     image_channels = 3
+    classes = ("mask",)
     metric = None
     rle_order = "C"
     submission_columns = ("id", "rle_mask")
+    default_augmentations = ("hflip",)
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, **options):
+        if options:
+            raise ValueError(f"{type(self).__name__} takes no options, got {sorted(options)}")
         self.data_dir = Path(data_dir)
         self.files = CompetitionFiles(self.data_dir)
+
+    @property
+    def num_classes(self):
+        """Model output channels: 1 for a binary mask, else one per class."""
+        return len(self.classes)
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.data_dir)!r})"
@@ -78,7 +95,8 @@ class Competition:
         raise NotImplementedError
 
     def read_mask(self, image_id):
-        """Boolean mask (height, width) of a training image."""
+        """Boolean mask of a training image: (height, width), or (height, width, num_classes) when
+        ``num_classes > 1``."""
         raise NotImplementedError
 
     def metadata(self):
@@ -86,16 +104,21 @@ class Competition:
         raise NotImplementedError
 
     def submission_rows(self, image_id, mask):
-        """The submission rows (tuples matching ``submission_columns``) of one predicted mask."""
+        """The submission rows (tuples matching ``submission_columns``) of one predicted mask, shaped like
+        ``read_mask``'s."""
         raise NotImplementedError
 
     def expected_submission(self):
-        """The submission's key column(s) as Kaggle expects them, read from ``sample_submission.csv``."""
+        """The submission's key column(s), one row per expected submission row, in submission order."""
         raise NotImplementedError
 
     def stratify_labels(self, image_ids):
-        """A class label per id that a validation split should keep balanced."""
-        raise NotImplementedError
+        """A class label per id that a validation split should keep balanced, or None."""
+        return None
+
+    def groups(self, image_ids):
+        """A group name per id (images of one group must stay on one side of a split), or None."""
+        return None
 
     # --- shared behaviour ---------------------------------------------------------------------------
     def read_image(self, image_id, part="train"):

@@ -96,6 +96,24 @@ class CompetitionFiles:
             if name.startswith(prefix) and "/" not in name[len(prefix):] and name.endswith(suffix)
         )
 
+    def list_tree(self, relative_folder, suffix):
+        """Sorted paths, relative to ``relative_folder`` and without ``suffix``, of the files at any depth below
+        it that end with ``suffix`` (e.g. ``ID001/image1661130828152_R`` under ``train/DCM``)."""
+        relative_folder = str(relative_folder).strip("/")
+        folder = self.root / relative_folder
+        if folder.is_dir():
+            paths = (path.relative_to(folder).as_posix() for path in folder.rglob(f"*{suffix}") if path.is_file())
+            return sorted(path[: len(path) - len(suffix)] for path in paths)
+        archive = self._archive(relative_folder.split("/", 1)[0])
+        if archive is None:
+            return []
+        prefix = relative_folder + "/"
+        return sorted(
+            name[len(prefix): len(name) - len(suffix)]
+            for name in archive[1]
+            if name.startswith(prefix) and name.endswith(suffix)
+        )
+
     def has_folder(self, relative_folder):
         """Whether the folder exists extracted or as a zip."""
         relative_folder = str(relative_folder).strip("/")

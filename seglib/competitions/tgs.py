@@ -40,8 +40,8 @@ class TGSSalt(Competition):
     rle_order = "F"
     submission_columns = ("id", "rle_mask")
 
-    def __init__(self, data_dir):
-        super().__init__(data_dir)
+    def __init__(self, data_dir, **options):
+        super().__init__(data_dir, **options)
         self._train_table = None
         self._has_mask_pngs = None
 
@@ -101,3 +101,6 @@ class TGSSalt(Competition):
 
     def stratify_labels(self, image_ids):
         return coverage_class(self.read_masks(image_ids))
+
+    def groups(self, image_ids):
+        return None

@@ -14,11 +14,25 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from seglib.env import SAMPLE_ROOT
-from seglib.sample import tgs
+import importlib
 
-GENERATORS = {"tgs": tgs.generate}
+from seglib.env import SAMPLE_ROOT
+
+# Competition name -> the module whose ``generate(out_dir, seed)`` writes its sample (imported when used).
+GENERATORS = {"tgs": "seglib.sample.tgs", "carvana": "seglib.sample.carvana", "handbone": "seglib.sample.handbone"}
 DEFAULT_SEED = 2018
+
+
+def hex_ids(rng, count, digits):
+    """``count`` unique lowercase hex ids of ``digits`` characters, like Kaggle's (TGS "575d24d81d", Carvana
+    cars "00087a6bd4dc")."""
+    ids, seen = [], set()
+    while len(ids) < count:
+        identifier = f"{int(rng.integers(0, 16**digits)):0{digits}x}"
+        if identifier not in seen:
+            seen.add(identifier)
+            ids.append(identifier)
+    return ids
 
 
 def default_out_dir(competition):
@@ -56,7 +70,7 @@ def generate(competition, out_dir=None, seed=DEFAULT_SEED):
         raise ValueError(f"No sample generator for {competition!r}; known: {', '.join(sorted(GENERATORS))}")
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(competition)
     with replaced_dir(out_dir) as staging:
-        GENERATORS[competition](staging, seed=seed)
+        importlib.import_module(GENERATORS[competition]).generate(staging, seed=seed)
     return out_dir
 
 

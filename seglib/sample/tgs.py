@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 
 from seglib import rle
+from seglib.sample import hex_ids
 
 SIZE = 101
 PIXELS = SIZE * SIZE
@@ -33,17 +34,6 @@ NUM_FULL_TRAIN = 5
 TEST_EMPTY_FRACTION = 0.38
 SHAPES = ("dome", "flank", "blob", "canopy")
 SHAPE_WEIGHTS = (0.45, 0.3, 0.15, 0.1)
-
-
-def make_ids(rng, count):
-    """``count`` unique 10-character lowercase hex ids, like the real "575d24d81d"."""
-    ids, seen = [], set()
-    while len(ids) < count:
-        identifier = f"{int(rng.integers(0, 16**10)):010x}"
-        if identifier not in seen:
-            seen.add(identifier)
-            ids.append(identifier)
-    return ids
 
 
 def plan_train(rng):
@@ -208,7 +198,7 @@ def generate(out_dir, seed):
     """Write the whole synthetic TGS sample into ``out_dir`` from one seed."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    ids = make_ids(rng, NUM_TRAIN + NUM_TEST)
+    ids = hex_ids(rng, NUM_TRAIN + NUM_TEST, digits=10)
     train_ids, test_ids = ids[:NUM_TRAIN], ids[NUM_TRAIN:]
     train_counts, train_black = plan_train(rng)
     test_counts, test_black = plan_test(rng)
