@@ -280,18 +280,6 @@ def dice_sweep(true_masks, probabilities, thresholds):
     return np.mean(dice_sweep_image_scores(true_masks, probabilities, thresholds), axis=0)
 
 
-def class_scores(metric_name, true_masks, pred_masks):
-    """Per-class mean score of multi-label masks (N, H, W, C): float64 array (C,).
-
-    The competition score is the mean of these, since every class has one score per image.
-    """
-    true_masks = np.asarray(true_masks)
-    if true_masks.ndim != 4:
-        raise ValueError(f"class_scores needs (N, H, W, C) masks, got shape {true_masks.shape}")
-    image_scores = get_metric(metric_name).image_scores(true_masks, pred_masks)
-    return image_scores.reshape(len(true_masks), true_masks.shape[-1]).mean(axis=0)
-
-
 Metric = collections.namedtuple("Metric", ["name", "title", "score", "image_scores", "sweep",
                                            "sweep_image_scores"])
 

@@ -81,10 +81,3 @@ def truth_and_predictions(competition, image_ids, geometry, model_outputs):
             yield competition.read_mask(image_id), to_original_size(geometry, output)
 
     return pairs
-
-
-def predict_all(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True):
-    """All predictions at the original size stacked in one array, for small sets (tests, previews)."""
-    return np.stack([probabilities for _, probabilities in
-                     predict_images(model, competition, image_ids, geometry, normalization, batch_size, part,
-                                    progress)])

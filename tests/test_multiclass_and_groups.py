@@ -33,7 +33,6 @@ def test_multilabel_dice_is_the_mean_over_images_and_classes():
     by_hand = np.array([[metrics.mean_dice(true[i, ..., c], pred[i, ..., c]) for c in range(3)] for i in range(4)])
     assert by_hand[0, 1] == 0.0 and by_hand[1, 2] == 1.0
     assert metrics.mean_dice(true, pred) == pytest.approx(by_hand.mean(), abs=1e-12)
-    np.testing.assert_allclose(metrics.class_scores("dice", true, pred), by_hand.mean(axis=0), atol=1e-12)
 
 
 def test_multilabel_sweep_matches_thresholding():
@@ -46,9 +45,16 @@ def test_multilabel_sweep_matches_thresholding():
     np.testing.assert_allclose(swept, expected, atol=1e-12)
 
 
-def test_class_scores_needs_classes():
-    with pytest.raises(ValueError, match="class_scores needs"):
-        metrics.class_scores("dice", np.zeros((2, 4, 4), bool), np.zeros((2, 4, 4), bool))
+def test_policy_reports_the_score_of_every_class():
+    true = np.zeros((5, 16, 16, 3), bool)
+    true[:, 2:9, 3:12, :] = True
+    probabilities = np.where(true, 0.8, 0.1)
+    probabilities[..., 1] = 0.1  # class 1 is never found: Dice 0
+    probabilities[:2, ..., 2] = 0.1  # class 2 missed on two of five images
+    policy, _ = fit_policy(true, probabilities, "dice")
+    np.testing.assert_allclose(policy["class_scores"], [1.0, 0.0, 3 / 5], atol=1e-12)
+    assert policy["validation_score"] == pytest.approx(np.mean(policy["class_scores"]))
+    assert "class_scores" not in fit_policy(true[..., 0], probabilities[..., 0], "dice")[0]
 
 
 # --- hole filling in the policy ------------------------------------------------------------------------
