@@ -39,7 +39,7 @@ def test_resolve_data_dir_explicit(tmp_path):
 
 
 def test_resolve_data_dir_unknown_competition(tmp_path):
-    with pytest.raises(ValueError, match="'severstal'.*known: \\['carvana', 'handbone', 'tgs'\\]"):
+    with pytest.raises(ValueError, match="'severstal'.*known: \\['carvana', 'folder', 'handbone', 'tgs'\\]"):
         env.resolve_data_dir("severstal", tmp_path)
 
 

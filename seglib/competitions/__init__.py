@@ -6,6 +6,6 @@ masks and metadata, names its metric and writes its submission rows. Notebooks o
 """
 
 from seglib.competitions.base import Competition, get_competition, known_competitions, register
-from seglib.competitions import carvana, handbone, tgs  # noqa: F401  (each registers its competition)
+from seglib.competitions import carvana, folder, handbone, tgs  # noqa: F401  (each registers its competition)
 
 __all__ = ["Competition", "get_competition", "known_competitions", "register"]
