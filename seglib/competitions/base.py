@@ -146,6 +146,15 @@ class Competition:
             return image[..., :3]
         raise ValueError(f"{name}: image has {channels} channels, the model expects {self.image_channels}")
 
+    def read_mask_file(self, relative_path):
+        """A mask image as boolean (height, width): any value > 0 is foreground (TGS's 16-bit {0, 65535},
+        Carvana's palette {0, 1}, 0/255 exports), checked against ``image_size``."""
+        mask = decode_image(self.files.read_bytes(relative_path), name=relative_path)
+        if mask.shape[:2] != tuple(self.image_size):
+            raise ValueError(f"{relative_path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
+                             f"expected {self.image_size[1]}x{self.image_size[0]}")
+        return (mask.max(axis=-1) if mask.ndim == 3 else mask) > 0
+
     def read_masks(self, image_ids):
         """Masks of several training images stacked to (n, height, width)."""
         return np.stack([self.read_mask(image_id) for image_id in image_ids])

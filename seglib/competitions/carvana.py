@@ -203,13 +203,8 @@ class Carvana(Competition):
         if self._has_mask_gifs is None:
             self._has_mask_gifs = self.files.has_folder("train_masks")
         if self._has_mask_gifs:
-            relative_path = f"train_masks/{image_id}_mask.gif"
-            mask = decode_image(self.files.read_bytes(relative_path), name=relative_path)
-            if mask.shape[:2] != self.image_size:
-                raise ValueError(f"{relative_path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
-                                 f"expected {self.image_size[1]}x{self.image_size[0]}")
             # Kaggle's GIFs hold palette indices {0, 1}; anything above 0 is car in a re-saved copy too.
-            return (mask[..., 0] if mask.ndim == 3 else mask) > 0
+            return self.read_mask_file(f"train_masks/{image_id}_mask.gif")
         table = self.mask_table()
         if image_id not in table.index:
             raise KeyError(f"id {image_id!r} is not in {self.data_dir / 'train_masks.csv'}")

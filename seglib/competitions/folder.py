@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from seglib import rle
-from seglib.competitions.base import Competition, decode_image, register
+from seglib.competitions.base import Competition, register
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
@@ -85,12 +85,7 @@ class ImageFolder(Competition):
         return self._files("images" if part == "train" else "test")[image_id]
 
     def read_mask(self, image_id):
-        relative_path = self._files("masks")[image_id]
-        mask = decode_image(self.files.read_bytes(relative_path), name=relative_path)
-        if mask.shape[:2] != self.image_size:
-            raise ValueError(f"{relative_path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
-                             f"expected {self.image_size[1]}x{self.image_size[0]}")
-        return (mask.max(axis=-1) if mask.ndim == 3 else mask) > 0
+        return self.read_mask_file(self._files("masks")[image_id])
 
     def metadata(self):
         return pd.DataFrame(index=pd.Index([], name="id"))

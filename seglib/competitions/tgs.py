@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from seglib import rle
-from seglib.competitions.base import Competition, decode_image, register
+from seglib.competitions.base import Competition, register
 
 # Coverage classes 0..10 (0 = empty, then tenths of the image); the split keeps them balanced because the
 # score punishes a wrong "empty" call as hard as a whole wrong mask.
@@ -74,12 +74,8 @@ class TGSSalt(Competition):
         if self._has_mask_pngs is None:
             self._has_mask_pngs = self.files.has_folder("train/masks")
         if self._has_mask_pngs:
-            relative_path = f"train/masks/{image_id}.png"
-            # Real masks are 16-bit {0, 65535} (or 8-bit zeros when empty): anything > 0 is salt.
-            mask = decode_image(self.files.read_bytes(relative_path), name=relative_path)
-            if mask.shape[:2] != self.image_size:
-                raise ValueError(f"{relative_path}: mask is {mask.shape[1]}x{mask.shape[0]}, expected 101x101")
-            return (mask[..., 0] if mask.ndim == 3 else mask) > 0
+            # Real masks are 16-bit {0, 65535} (or 8-bit zeros when empty).
+            return self.read_mask_file(f"train/masks/{image_id}.png")
         table = self.train_table()
         if image_id not in table.index:
             raise KeyError(f"id {image_id!r} is not in {self.data_dir / 'train.csv'}")

@@ -8,6 +8,7 @@ interrupted run never leaves a half-written sample behind.
 """
 
 import contextlib
+import csv
 import os
 import shutil
 import tempfile
@@ -21,6 +22,14 @@ from seglib.env import SAMPLE_ROOT
 # Competition name -> the module whose ``generate(out_dir, seed)`` writes its sample (imported when used).
 GENERATORS = {"tgs": "seglib.sample.tgs", "carvana": "seglib.sample.carvana", "handbone": "seglib.sample.handbone"}
 DEFAULT_SEED = 2018
+
+
+def write_csv(path, header, rows):
+    """Write a CSV as Kaggle's are: Unix line ends, no quoting of the space-separated RLE cells."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def hex_ids(rng, count, digits):

@@ -18,7 +18,6 @@ grey, as they do in the real data. The extracted competition archive looks like 
 """
 
 import collections
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from PIL import Image
 from scipy import ndimage
 
 from seglib import rle
-from seglib.sample import hex_ids
+from seglib.sample import hex_ids, write_csv
 
 HEIGHT, WIDTH = 1280, 1918
 NUM_ANGLES = 16
@@ -353,14 +352,6 @@ def write_mask(path, mask):
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.astype(np.uint8).tobytes())
     image.putpalette([0, 0, 0, 255, 255, 255])
     image.save(path, format="GIF", optimize=False)
-
-
-def write_csv(path, header, rows):
-    """Write a CSV with Unix line ends and no quoting of the space-separated RLE cells."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def photograph_car(rng, out_dir, part, car_id, shape, paint):

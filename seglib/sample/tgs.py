@@ -12,7 +12,6 @@ texture under a sharp boundary reflector. The extracted competition archive look
     test/images/<id>.png
 """
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from PIL import Image
 from scipy import ndimage
 
 from seglib import rle
-from seglib.sample import hex_ids
+from seglib.sample import hex_ids, write_csv
 
 SIZE = 101
 PIXELS = SIZE * SIZE
@@ -168,14 +167,6 @@ def write_mask(path, mask):
     """Save a mask like Kaggle: 16-bit {0, 65535} when it holds salt, 8-bit zeros when it is empty."""
     pixels = mask.astype(np.uint16) * 65535 if mask.any() else np.zeros(mask.shape, np.uint8)
     Image.fromarray(pixels).save(path, format="PNG")
-
-
-def write_csv(path, header, rows):
-    """Write a CSV with Unix line ends and no quoting of the space-separated RLE cells."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 def make_split(rng, out_dir, split, ids, counts, black):
