@@ -77,6 +77,14 @@ TRAIN_CONFIG = "train_config.json"
 CHECKPOINT = "checkpoints/best.keras"
 MODEL = "model.keras"
 HISTORY = "history.csv"
+FINE_TUNE_HISTORY = "history_fine_tune.csv"
+OOF_STORE = "oof_predictions"  # a seglib.store folder: every fold's validation predictions at the model size
 VALIDATION_SWEEP = "threshold_sweep.csv"
 POLICY = "policy.json"
 SUBMISSION = "submission.csv"
+
+
+def fold_dir(run_dir, fold, folds):
+    """Where fold ``fold`` of ``folds`` keeps its model and logs: RUN_DIR itself for a single split, else
+    RUN_DIR/fold<k>."""
+    return Path(run_dir) if folds == 1 else Path(run_dir) / f"fold{fold}"

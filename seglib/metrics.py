@@ -295,3 +295,29 @@ def get_metric(name):
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}")
     return METRICS[name]
+
+
+# The count formula behind each metric: a post-processing policy that edits counts (the minimum-area veto,
+# hole filling) scores them with the very formula the metric uses.
+_FROM_COUNTS = {"tgs": _tgs_from_counts, "dice": _dice_from_counts}
+
+
+def score_from_counts(metric_name, intersection, predicted, true):
+    """Per-image score of ``metric_name`` from broadcastable (intersection, predicted, true) pixel counts.
+
+    The same formula ``get_metric(metric_name).image_scores`` applies to the counts of a pair of masks: both
+    empty scores 1, exactly one empty scores 0.
+    """
+    get_metric(metric_name)  # the error for an unknown name
+    return _FROM_COUNTS[metric_name](intersection, predicted, true)
+
+
+def sweep_counts(true_masks, probabilities, thresholds):
+    """Per-image (intersection, predicted, true) pixel counts of ``probabilities > t`` for every threshold t.
+
+    Multi-label (N, H, W, C) inputs count every (image, class) pair, image-major, like the scores.
+
+    Returns:
+        intersection and predicted of shape (N, T), true of shape (N, 1), all int64.
+    """
+    return _sweep_counts(true_masks, probabilities, thresholds)

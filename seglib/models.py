@@ -2,8 +2,9 @@
 
 ``build_unet`` is a configurable U-Net; the classic TGS kernel architecture is one configuration
 (``CLASSIC_TGS``): four down-steps of 8 -> 64 filters, a 128-filter bottleneck, a Conv2DTranspose up-path and
-a 1x1 sigmoid head. ``build_resnet50_unet`` puts a ResNet50 encoder (optionally ImageNet-pretrained, for any
-number of input channels) under a U-Net decoder.
+a 1x1 sigmoid head. ``STRONG_TGS`` switches on the TGS winners' additions: residual blocks, scSE in the
+decoder and a hypercolumn head (and optionally an image-level "non_empty" head). ``build_resnet50_unet`` puts
+a ResNet50 encoder (optionally ImageNet-pretrained, for any number of input channels) under a U-Net decoder.
 """
 
 import os
@@ -15,21 +16,93 @@ from keras import layers
 
 # The architecture of the classic TGS Salt starter kernel, used by notebook 03 by default.
 CLASSIC_TGS = {"depth": 4, "base_filters": 8, "batch_norm": False, "dropout": 0.0}
+# A stronger U-Net in the style of the TGS Salt winners. Add "empty_head": True to also train the image-level
+# "is the mask non-empty" head (the model then outputs a dict; see build_unet).
+STRONG_TGS = {"depth": 4, "base_filters": 16, "batch_norm": True, "dropout": 0.1, "residual": True, "scse": True,
+              "hypercolumn": True, "empty_head": False}
+# Channel squeeze ratio of scSE: the default of Roy et al.'s code; small, as these U-Nets have few filters.
+SCSE_REDUCTION = 2
+
+
+def convolution(inputs, filters, kernel_size, batch_norm, name, batch_norm_name):
+    """A convolution named ``name``, followed by batch norm when asked (the bias is then redundant)."""
+    x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm, name=name)(inputs)
+    if batch_norm:
+        x = layers.BatchNormalization(name=batch_norm_name)(x)
+    return x
 
 
 def conv_block(inputs, filters, batch_norm, name):
     """Two 3x3 convolutions with ReLU (and batch norm before the ReLU when asked)."""
     x = inputs
     for index in (1, 2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv{index}")(x)
-        if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{index}")(x)
+        x = convolution(x, filters, 3, batch_norm, f"{name}_conv{index}", f"{name}_bn{index}")
         x = layers.Activation("relu", name=f"{name}_relu{index}")(x)
     return x
 
 
+def residual_block(inputs, filters, batch_norm, name):
+    """Two 3x3 convolutions added to a (1x1-projected when the filter count changes) shortcut, then ReLU."""
+    x = convolution(inputs, filters, 3, batch_norm, f"{name}_conv1", f"{name}_bn1")
+    x = layers.Activation("relu", name=f"{name}_relu1")(x)
+    x = convolution(x, filters, 3, batch_norm, f"{name}_conv2", f"{name}_bn2")
+    shortcut = inputs
+    if inputs.shape[-1] != filters:
+        shortcut = convolution(inputs, filters, 1, batch_norm, f"{name}_shortcut", f"{name}_shortcut_bn")
+    x = layers.Add(name=f"{name}_residual_add")([x, shortcut])
+    return layers.Activation("relu", name=f"{name}_relu2")(x)
+
+
+def scse_block(inputs, name, reduction=SCSE_REDUCTION):
+    """Concurrent spatial and channel squeeze & excitation (Roy et al. 2018): the sum of cSE and sSE.
+
+    Args:
+        inputs: a feature map (batch, height, width, filters).
+        name: prefix of the layer names.
+        reduction: the channel squeeze ratio of cSE.
+
+    Returns:
+        The recalibrated feature map, of the shape of ``inputs``.
+    """
+    filters = inputs.shape[-1]
+    # Built-in layers only, so a saved model loads with plain keras.models.load_model.
+    channel = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_scse_pool")(inputs)
+    channel = layers.Dense(max(1, filters // reduction), activation="relu", name=f"{name}_scse_squeeze")(channel)
+    channel = layers.Dense(filters, activation="sigmoid", name=f"{name}_scse_excite")(channel)
+    channel = layers.Multiply(name=f"{name}_scse_channel")([inputs, channel])
+    spatial = layers.Conv2D(1, 1, activation="sigmoid", name=f"{name}_scse_spatial_gate")(inputs)
+    spatial = layers.Multiply(name=f"{name}_scse_spatial")([inputs, spatial])
+    return layers.Add(name=f"{name}_scse")([channel, spatial])
+
+
+def hypercolumn_features(decoder_outputs):
+    """Concatenate the decoder outputs, each upsampled (bilinear) to full size.
+
+    Args:
+        decoder_outputs: {level: feature map at 1/2**level of the input size}, level 0 being full size.
+
+    Returns:
+        The full-size concatenation, layer "hypercolumn".
+    """
+    columns = []
+    for level, features in sorted(decoder_outputs.items()):
+        if level:
+            features = layers.UpSampling2D(2 ** level, interpolation="bilinear",
+                                           name=f"hypercolumn_up{level}")(features)
+        columns.append(features)
+    return layers.Concatenate(name="hypercolumn")(columns)
+
+
+def empty_mask_head(features, output_channels):
+    """The image-level head "non_empty": per class, the probability that the mask is not empty."""
+    x = layers.GlobalAveragePooling2D(name="non_empty_pool")(features)
+    # float32 like the pixel head, so its sigmoid and loss stay exact under mixed precision.
+    logits = layers.Dense(output_channels, name="non_empty_logits", dtype="float32")(x)
+    return layers.Activation("sigmoid", name="non_empty", dtype="float32")(logits)
+
+
 def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0.0, output_channels=1,
-               name="unet"):
+               residual=False, scse=False, hypercolumn=False, empty_head=False, name="unet"):
     """Build a U-Net whose output layer "probabilities" follows a linear layer "logits".
 
     Args:
@@ -39,38 +112,61 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
         batch_norm: batch normalisation in every conv block.
         dropout: dropout rate after each pooling and each up-step (0 disables).
         output_channels: one sigmoid channel per (possibly overlapping) class.
+        residual: residual conv blocks (two 3x3 convolutions plus a 1x1 projection shortcut, added).
+        scse: concurrent spatial and channel squeeze & excitation after each decoder block.
+        hypercolumn: the head sees every decoder level, upsampled to full size, not only the last one.
+        empty_head: also predict per image and class whether the mask is non-empty (output "non_empty", from
+            the bottleneck), to train jointly with the pixels as deep supervision.
 
     Returns:
-        A ``keras.Model`` mapping images to per-pixel probabilities.
+        A ``keras.Model`` mapping images to per-pixel probabilities; with ``empty_head`` to a dict
+        {"probabilities": (batch, height, width, classes), "non_empty": (batch, classes)}.
     """
     size = input_shape[0]
     if size % (2 ** depth) or input_shape[1] % (2 ** depth):
         raise ValueError(f"input size {input_shape[:2]} must be divisible by 2**depth = {2 ** depth}")
+    block = residual_block if residual else conv_block
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     skips = []
     for level in range(depth):
-        x = conv_block(x, base_filters * 2 ** level, batch_norm, name=f"down{level}")
+        x = block(x, base_filters * 2 ** level, batch_norm, name=f"down{level}")
         skips.append(x)
         x = layers.MaxPooling2D(name=f"down{level}_pool")(x)
         if dropout:
             x = layers.Dropout(dropout, name=f"down{level}_dropout")(x)
 
-    x = conv_block(x, base_filters * 2 ** depth, batch_norm, name="bottleneck")
+    x = block(x, base_filters * 2 ** depth, batch_norm, name="bottleneck")
+    bottleneck = x
 
+    decoder_outputs = {}
     for level in reversed(range(depth)):
         filters = base_filters * 2 ** level
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}_transpose")(x)
         x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
         if dropout:
             x = layers.Dropout(dropout, name=f"up{level}_dropout")(x)
-        x = conv_block(x, filters, batch_norm, name=f"up{level}")
+        x = block(x, filters, batch_norm, name=f"up{level}")
+        if scse:
+            x = scse_block(x, name=f"up{level}")
+        decoder_outputs[level] = x
+    if hypercolumn:
+        x = hypercolumn_features(decoder_outputs)
 
     # Logits and probabilities as separate layers: losses on logits (e.g. Lovasz) can reach them by name,
     # and the head stays float32 under mixed precision.
     logits = layers.Conv2D(output_channels, 1, name="logits", dtype="float32")(x)
     probabilities = layers.Activation("sigmoid", name="probabilities", dtype="float32")(logits)
+    if empty_head:
+        outputs = {"probabilities": probabilities, "non_empty": empty_mask_head(bottleneck, output_channels)}
+        return keras.Model(inputs, outputs, name=name)
     return keras.Model(inputs, probabilities, name=name)
+
+
+def has_empty_head(model):
+    """Whether ``model`` has the image-level "non_empty" output of ``build_unet(..., empty_head=True)``."""
+    # output_names: the dict keys of a multi-output model, the layer name ("probabilities") of a single output.
+    return "non_empty" in model.output_names
 
 
 # --- ResNet50-encoder U-Net ---------------------------------------------------------------------------------

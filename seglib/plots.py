@@ -230,16 +230,29 @@ def mean_std_images(mean_std):
 
 
 def learning_curves(history):
-    """Training and validation curves of every metric in a Keras history DataFrame."""
-    names = [name for name in history.columns if not name.startswith("val_") and name != "learning_rate"]
+    """Training and validation curves of every metric in a Keras history DataFrame.
+
+    A "fold" column (cross-validation) gives one pair of lines per fold; a "stage" column (two-stage
+    training) marks where fine-tuning starts, where the loss changes meaning.
+    """
+    folds = history.groupby("fold") if "fold" in history else [(None, history)]
+    names = [name for name in history.select_dtypes("number").columns
+             if not name.startswith("val_") and name not in ("learning_rate", "fold")]
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    for fold, fold_history in folds:
+        suffix = "" if fold is None else f" fold {fold}"
+        epochs = range(len(fold_history))
+        for axis, name in zip(axes[0], names):
+            axis.plot(epochs, fold_history[name], label=f"train {name}{suffix}")
+            if f"val_{name}" in fold_history:
+                axis.plot(epochs, fold_history[f"val_{name}"], label=f"validation {name}{suffix}")
+            if "stage" in fold_history and fold_history["stage"].nunique() > 1:
+                axis.axvline(int((fold_history["stage"] == fold_history["stage"].iloc[0]).sum()) - 0.5,
+                             color="grey", linestyle="--")
     for axis, name in zip(axes[0], names):
-        axis.plot(history.index, history[name], label=f"train {name}")
-        if f"val_{name}" in history:
-            axis.plot(history.index, history[f"val_{name}"], label=f"validation {name}")
         axis.set_xlabel("epoch")
         axis.set_title(name)
-        axis.legend()
+        axis.legend(fontsize="small")
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure

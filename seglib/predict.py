@@ -3,6 +3,9 @@
 Predictions stream: the model runs batch by batch and each prediction is brought back to the original size one
 image at a time, so a 100k-image Carvana test set or a 2048 x 2048 x 29 hand-bone prediction never has to fit
 in memory more than once.
+
+Several models (the folds of a cross-validation) and test-time augmentation are averaged in probability space
+batch by batch, so a fold ensemble with TTA costs time but no memory.
 """
 
 import math
@@ -11,13 +14,43 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seglib.data import make_dataset
+from seglib.tta import predict_tta
+
+# An image-level "non-empty" head below this probability vetoes the image's mask (see models.build_unet).
+EMPTY_VETO_THRESHOLD = 0.5
 
 
-def predict_batches(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True):
+def model_probabilities(model, images):
+    """Per-pixel probabilities of one model on a batch, with its empty-image head's veto applied if it has one.
+
+    Returns:
+        float32 (batch, size, size, classes).
+    """
+    outputs = model.predict_on_batch(images)
+    if not isinstance(outputs, dict):
+        return np.asarray(outputs, dtype=np.float32)
+    probabilities = np.asarray(outputs["probabilities"], dtype=np.float32)
+    keep = np.asarray(outputs["non_empty"]) >= EMPTY_VETO_THRESHOLD
+    return probabilities * keep[:, np.newaxis, np.newaxis, :]
+
+
+def ensemble_probabilities(models, images, tta="none"):
+    """The mean over ``models`` of their TTA-averaged probabilities on one batch (float32)."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    total = None
+    for model in models:
+        output = predict_tta(lambda batch, model=model: model_probabilities(model, batch), images, tta)
+        total = output if total is None else total + output
+    return total / len(models)
+
+
+def predict_batches(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True,
+                    tta="none"):
     """Yield (ids, probabilities) per batch at the MODEL size, (batch, size, size, channels).
 
     Args:
-        model: a Keras model mapping model-sized images to probabilities.
+        model: a Keras model mapping model-sized images to probabilities, or a list of them (fold models),
+            whose probabilities are averaged.
         competition: the adapter that reads the images.
         image_ids: ids in the order to predict.
         geometry: the ``Geometry`` the model was trained with.
@@ -25,6 +58,7 @@ def predict_batches(model, competition, image_ids, geometry, normalization, batc
         batch_size: images per batch.
         part: "train" (validation ids) or "test".
         progress: show a tqdm bar.
+        tta: test-time augmentation, "none", "hflip" or "d4" (``seglib.tta.TTA_SETS``).
     """
     image_ids = list(image_ids)
     dataset = make_dataset(competition, image_ids, geometry, normalization, batch_size, part=part,
@@ -33,12 +67,13 @@ def predict_batches(model, competition, image_ids, geometry, normalization, batc
                    disable=not progress)
     position = 0
     for images in batches:
-        outputs = np.asarray(model.predict_on_batch(images))
+        outputs = ensemble_probabilities(model, images.numpy(), tta)
         yield image_ids[position:position + len(outputs)], outputs
         position += len(outputs)
 
 
-def predict_images(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True):
+def predict_images(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True,
+                   tta="none"):
     """Yield (id, probabilities) per image at the competition's size.
 
     Yields:
@@ -46,7 +81,7 @@ def predict_images(model, competition, image_ids, geometry, normalization, batch
         multi-label one.
     """
     for batch_ids, outputs in predict_batches(model, competition, image_ids, geometry, normalization, batch_size,
-                                              part, progress):
+                                              part, progress, tta):
         for image_id, output in zip(batch_ids, outputs):
             yield image_id, to_original_size(geometry, output)
 
@@ -58,7 +93,8 @@ def to_original_size(geometry, output):
     return probabilities[..., 0] if probabilities.shape[-1] == 1 else probabilities
 
 
-def predict_model_size(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True):
+def predict_model_size(model, competition, image_ids, geometry, normalization, batch_size, part, progress=True,
+                       tta="none"):
     """All predictions at the MODEL size as float16 (n, size, size, channels).
 
     Validation predictions are kept like this and brought to the original size one image at a time
@@ -67,7 +103,21 @@ def predict_model_size(model, competition, image_ids, geometry, normalization, b
     """
     return np.concatenate([outputs.astype(np.float16) for _, outputs in
                            predict_batches(model, competition, image_ids, geometry, normalization, batch_size, part,
-                                           progress)])
+                                           progress, tta)])
+
+
+def predict_into_store(writer, fold, model, competition, image_ids, geometry, normalization, batch_size,
+                       part="train", tta="none", progress=True):
+    """Predict ``image_ids`` at the model size and write them into a ``seglib.store.PredictionWriter``.
+
+    Args:
+        writer: the open store (notebook 03 writes each fold's validation ids into the out-of-fold store).
+        fold: the fold that made these predictions, recorded in the store's manifest.
+        Others: as ``predict_batches``.
+    """
+    for batch_ids, outputs in predict_batches(model, competition, image_ids, geometry, normalization, batch_size,
+                                              part, progress, tta):
+        writer.write(batch_ids, outputs, fold=fold)
 
 
 def truth_and_predictions(competition, image_ids, geometry, model_outputs):

@@ -8,7 +8,8 @@ model would be validated on the very background and paint it has trained on.
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, ShuffleSplit, StratifiedKFold,
+                                     StratifiedShuffleSplit)
 
 
 def holdout_split(competition, image_ids, validation_fraction, seed):
@@ -30,6 +31,54 @@ def holdout_split(competition, image_ids, validation_fraction, seed):
         splitter = ShuffleSplit(n_splits=1, test_size=validation_fraction, random_state=seed)
         train_ids, validation_ids = _first_split(splitter, np.asarray(image_ids))
     return train_ids, validation_ids, describe_split(image_ids, train_ids, validation_ids, labels, groups)
+
+
+def kfold_split(competition, image_ids, folds, seed, validation_fraction=0.2):
+    """K train/validation splits that together validate every image once, chosen like ``holdout_split``:
+    grouped K-fold when the competition has groups, stratified K-fold on its labels, else plain K-fold.
+
+    Args:
+        competition: the adapter (its ``groups`` and ``stratify_labels``).
+        image_ids: the training ids.
+        folds: the number of folds; 1 means a single hold-out split of ``validation_fraction``.
+        seed: shuffles the folds.
+        validation_fraction: the hold-out share when ``folds`` is 1.
+
+    Returns:
+        (list of (train_ids, validation_ids) per fold, summary DataFrame with one row per fold).
+    """
+    image_ids = list(image_ids)
+    if not isinstance(folds, int) or folds < 1:
+        raise ValueError(f"folds must be a positive integer, got {folds!r}")
+    if folds == 1:
+        train_ids, validation_ids, _ = holdout_split(competition, image_ids, validation_fraction, seed)
+        splits = [(train_ids, validation_ids)]
+    else:
+        splits = _kfold(competition, image_ids, folds, seed)
+    summary = pd.DataFrame([{"fold": fold, "train images": len(train), "validation images": len(validation)}
+                            for fold, (train, validation) in enumerate(splits)]).set_index("fold")
+    return splits, summary
+
+
+def _kfold(competition, image_ids, folds, seed):
+    ids = np.asarray(image_ids)
+    if folds > len(ids):
+        raise ValueError(f"{folds} folds need at least {folds} images, got {len(ids)}")
+    groups = competition.groups(image_ids)
+    labels = None if groups is not None else competition.stratify_labels(image_ids)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(np.unique(groups)) < folds:
+            raise ValueError(f"{folds} grouped folds need at least {folds} groups, got {len(np.unique(groups))}")
+        splitter, split_labels = GroupKFold(n_splits=folds, shuffle=True, random_state=seed), None
+    elif labels is not None:
+        # Classes with fewer members than folds cannot be spread over every fold: merge them first.
+        split_labels = merge_rare_classes(labels, minimum=folds)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter, split_labels = KFold(n_splits=folds, shuffle=True, random_state=seed), None
+    return [(list(ids[np.sort(train_index)]), list(ids[np.sort(validation_index)]))
+            for train_index, validation_index in splitter.split(ids, split_labels, groups=groups)]
 
 
 def describe_split(image_ids, train_ids, validation_ids, labels=None, groups=None):

@@ -19,16 +19,18 @@ class SubmissionError(ValueError):
     """A submission file that Kaggle would reject or mis-score."""
 
 
-def write_submission(path, competition, model, geometry, normalization, policy, batch_size, image_ids=None):
+def write_submission(path, competition, model, geometry, normalization, policy, batch_size, image_ids=None,
+                     tta="none"):
     """Predict every test image and write the submission CSV atomically, then validate it.
 
     Args:
         path: where to write (e.g. RUN_DIR/submission.csv).
         competition: the adapter (its test ids, RLE order and submission rows).
-        model, geometry, normalization: as trained.
+        model, geometry, normalization: as trained; ``model`` may be a list (the fold models, averaged).
         policy: the post-processing policy from notebook 04.
         batch_size: images per prediction batch.
         image_ids: test ids to predict; default all of them (a subset will fail validation).
+        tta: test-time augmentation, the same as the policy was fitted with ("none", "hflip", "d4").
 
     Returns:
         The validation summary of ``validate_submission``.
@@ -39,7 +41,7 @@ def write_submission(path, competition, model, geometry, normalization, policy, 
             writer = csv.writer(handle)
             writer.writerow(competition.submission_columns)
             for image_id, probabilities in predict_images(model, competition, image_ids, geometry,
-                                                          normalization, batch_size, part="test"):
+                                                          normalization, batch_size, part="test", tta=tta):
                 mask = apply_policy(probabilities[np.newaxis], policy)[0]
                 writer.writerows(competition.submission_rows(image_id, mask))
         summary = validate_submission(temporary, competition)

@@ -51,7 +51,9 @@ def test_policy_reports_the_score_of_every_class():
     probabilities = np.where(true, 0.8, 0.1)
     probabilities[..., 1] = 0.1  # class 1 is never found: Dice 0
     probabilities[:2, ..., 2] = 0.1  # class 2 missed on two of five images
-    policy, _ = fit_policy(true, probabilities, "dice")
+    # One threshold only: each class's score then depends on its predictions alone (with a sweep, class 1
+    # would pick a threshold below 0.1 and predict everything).
+    policy, _ = fit_policy(true, probabilities, "dice", thresholds=[0.5])
     np.testing.assert_allclose(policy["class_scores"], [1.0, 0.0, 3 / 5], atol=1e-12)
     assert policy["validation_score"] == pytest.approx(np.mean(policy["class_scores"]))
     assert "class_scores" not in fit_policy(true[..., 0], probabilities[..., 0], "dice")[0]

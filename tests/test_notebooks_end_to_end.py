@@ -5,10 +5,11 @@ user gets from ``python -m seglib run``: a run folder with every artifact and a 
 same submission whether the data are extracted or still zipped.
 """
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from seglib import artifacts
+from seglib import artifacts, store
 from seglib.competitions import get_competition
 from seglib.env import SAMPLE_ROOT
 from seglib.notebooks import NOTEBOOKS, run_notebooks
@@ -102,3 +103,50 @@ def test_other_competitions_draw_their_own_eda(other_run):
            "handbone": {"class_pixel_ratio", "class_overlap", "validation_score_per_class"}}[name]
     assert own <= plots, own - plots
     assert {"resolution_ceiling", "metadata_distributions", "submission_cutouts"} <= plots
+
+
+# --- the quality recipe switches through the notebooks ------------------------------------------------------
+
+# Every switch of notebook 03 at once, small: two folds, BCE/Dice then a Lovasz stage, a residual/scSE/
+# hypercolumn U-Net with the empty-image head, and D4 test-time augmentation.
+RECIPE_PARAMETERS = {
+    "EPOCHS": 10, "TRAIN_MINUTES": 1.0, "FOLDS": 2, "LOSS": "bce_dice", "FINE_TUNE_LOSS": "lovasz",
+    "FINE_TUNE_EPOCHS": 3, "FINE_TUNE_MINUTES": 0.5, "TTA": "d4",
+    "MODEL": {"depth": 3, "base_filters": 8, "batch_norm": True, "residual": True, "scse": True,
+              "hypercolumn": True, "empty_head": True},
+}
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run_recipe")
+    run_notebooks(run_dir, RECIPE_PARAMETERS, progress=False)
+    return run_dir
+
+
+def test_recipe_writes_a_complete_out_of_fold_store(recipe_run):
+    competition = get_competition("tgs", SAMPLE_ROOT / "tgs")
+    out_of_fold = store.Predictions(recipe_run / artifacts.OOF_STORE)
+    assert sorted(out_of_fold.ids) == sorted(competition.train_ids()), "every training image predicted once"
+    assert sorted(set(out_of_fold.folds)) == [0, 1]
+    assert out_of_fold.probabilities.shape == (len(competition.train_ids()), 128, 128, 1)
+    assert out_of_fold.probabilities.dtype == np.float16
+    config = artifacts.load_json(recipe_run / artifacts.TRAIN_CONFIG)
+    assert config["models"] == ["fold0/model.keras", "fold1/model.keras"] and config["tta"] == "d4"
+    for fold in (0, 1):
+        assert (recipe_run / f"fold{fold}" / artifacts.FINE_TUNE_HISTORY).is_file()
+        validation_ids = config["fold_validation_ids"][fold]
+        assert set(out_of_fold.folds[[out_of_fold.ids.index(i) for i in validation_ids]]) == {fold}
+
+
+def test_recipe_policy_and_submission(recipe_run):
+    competition = get_competition("tgs", SAMPLE_ROOT / "tgs")
+    run_policy = artifacts.load_json(recipe_run / artifacts.POLICY)
+    low, high = run_policy["confidence_interval"]
+    assert low <= run_policy["validation_score"] <= high
+    assert run_policy["validation_images"] == len(competition.train_ids())
+    assert {"min_area", "fill_holes", "threshold"} <= set(run_policy)
+    summary = validate_submission(recipe_run / artifacts.SUBMISSION, competition)
+    assert summary["rows"] == len(competition.test_ids())
+    assert (recipe_run / "plots" / "policy_surface.png").is_file()
+    assert not list(recipe_run.rglob("*.partial*"))

@@ -13,7 +13,7 @@ from seglib.data import Normalization
 from seglib.geometry import Geometry
 from seglib.metrics import tgs_score
 from seglib.models import build_unet
-from seglib.policy import DEFAULT_THRESHOLDS, apply_policy, fit_policy, load_policy, save_policy
+from seglib.policy import DEFAULT_THRESHOLDS, apply_policy, fit_policy, load_policy, save_policy, threshold_curve
 from seglib.submit import SubmissionError, validate_submission, write_submission
 
 # --- policy -------------------------------------------------------------------------------------------
@@ -42,10 +42,11 @@ def planted():
 
 def test_fit_policy_finds_the_planted_band(planted):
     masks, probabilities = planted
-    policy, curve = fit_policy(masks, probabilities, "tgs")
+    policy, surface = fit_policy(masks, probabilities, "tgs")
     assert BACKGROUND_MAX <= policy["threshold"] < SALT_MIN
     assert policy["validation_score"] == 1.0
     assert policy["metric"] == "tgs" and policy["validation_images"] == len(masks)
+    curve = threshold_curve(surface, policy)
     assert list(curve.columns) == ["threshold", "score"]
     np.testing.assert_allclose(curve["threshold"], DEFAULT_THRESHOLDS)
     in_band = (curve["threshold"] >= BACKGROUND_MAX) & (curve["threshold"] < SALT_MIN)
@@ -67,8 +68,8 @@ def test_empty_baseline_is_the_share_of_empty_masks(planted):
 
 def test_fit_policy_with_custom_thresholds(planted):
     masks, probabilities = planted
-    policy, curve = fit_policy(masks, probabilities, "dice", thresholds=[0.1, 0.5, 0.9])
-    assert policy["threshold"] == 0.5 and len(curve) == 3
+    policy, surface = fit_policy(masks, probabilities, "dice", thresholds=[0.1, 0.5, 0.9])
+    assert policy["threshold"] == 0.5 and len(threshold_curve(surface, policy)) == 3
 
 
 def test_apply_policy(planted):
