@@ -2,6 +2,9 @@
 
     python -m seglib run [--run-dir DIR] [-p NAME VALUE ...]   run the five notebooks in order
     python -m seglib validate tgs DATA_DIR SUBMISSION.csv        check a submission file
+    python -m seglib check tgs DATA_DIR [--report FILE.csv]      check a dataset's files before training
+    python -m seglib submit RUN_DIR [--shard i/n] [--data-dir DIR]  write (part of) the submission of a run
+    python -m seglib merge tgs DATA_DIR OUTPUT.csv SHARD.csv ...   join shard files and validate the union
 """
 
 import argparse
@@ -9,6 +12,7 @@ import ast
 import datetime
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -45,6 +49,46 @@ def command_validate(arguments):
     return 0
 
 
+def command_submit(arguments):
+    from seglib.artifacts import SUBMISSION
+    from seglib.competitions import get_competition
+    from seglib.env import resolve_data_dir
+    from seglib.submit import load_trained_run, shard_path, write_submission
+
+    run_dir = Path(arguments.run_dir)
+    trained = load_trained_run(run_dir)
+    config = trained["config"]
+    competition = get_competition(config["competition"], resolve_data_dir(config["competition"], arguments.data_dir),
+                                  **config.get("competition_options", {}))
+    summary = write_submission(run_dir / SUBMISSION, competition, trained["models"], trained["geometry"],
+                               trained["normalization"], trained["policy"], arguments.batch_size,
+                               tta=trained["tta"], shard=arguments.shard, resume=not arguments.restart)
+    print(f"{shard_path(run_dir / SUBMISSION, arguments.shard)}: valid ({summary})")
+    return 0
+
+
+def command_merge(arguments):
+    from seglib.competitions import get_competition
+    from seglib.submit import merge_submissions
+
+    summary = merge_submissions(arguments.shards, arguments.output,
+                                get_competition(arguments.competition, arguments.data_dir))
+    print(f"{arguments.output}: {len(arguments.shards)} shard(s) joined, valid ({summary})")
+    return 0
+
+
+def command_check(arguments):
+    from seglib.check import check_dataset, save_report
+
+    problems = check_dataset(arguments.competition, arguments.data_dir, progress=not arguments.quiet)
+    for problem in problems:
+        print(problem)
+    print(problems.summary())
+    if arguments.report:
+        save_report(arguments.report, problems)
+    return 1 if problems else 0
+
+
 def main(argv=None):
     """Entry point of ``python -m seglib`` and the ``seglib`` script."""
     parser = argparse.ArgumentParser(prog="seglib", description=__doc__,
@@ -65,6 +109,28 @@ def main(argv=None):
     validate.add_argument("data_dir", help="the competition folder holding sample_submission.csv")
     validate.add_argument("submission")
     validate.set_defaults(handler=command_validate)
+
+    check = commands.add_parser("check", help="check every file of a dataset; exit 1 if there are problems")
+    check.add_argument("competition")
+    check.add_argument("data_dir", help="the competition folder, extracted or as Kaggle's zips")
+    check.add_argument("--report", metavar="FILE.csv", help="also write the problems to this CSV (path, message)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(handler=command_check)
+
+    submit = commands.add_parser("submit", help="write the submission of a trained run (or one shard of it)")
+    submit.add_argument("run_dir", help="the run folder of notebooks 01-04 (models, policy, mean/std)")
+    submit.add_argument("--data-dir", help="the competition folder (default: as notebook 05 resolves it)")
+    submit.add_argument("--shard", metavar="i/n", help="write part i of n of the test set to submission.shardiofn.csv")
+    submit.add_argument("--batch-size", type=int, default=16)
+    submit.add_argument("--restart", action="store_true", help="ignore a partial file left by a stopped run")
+    submit.set_defaults(handler=command_submit)
+
+    merge = commands.add_parser("merge", help="join shard submission files and validate the union")
+    merge.add_argument("competition")
+    merge.add_argument("data_dir", help="the competition folder holding sample_submission.csv")
+    merge.add_argument("output", help="the joined submission CSV")
+    merge.add_argument("shards", nargs="+", help="the shard files, in order")
+    merge.set_defaults(handler=command_merge)
 
     arguments = parser.parse_args(argv)
     try:

@@ -75,6 +75,7 @@ def load_npz(path, what="file"):
 MEAN_STD = "mean_std.npz"
 TRAIN_CONFIG = "train_config.json"
 CHECKPOINT = "checkpoints/best.keras"
+BACKUP = "backup"  # Keras BackupAndRestore folders of fits in progress (gone once a fit ends)
 MODEL = "model.keras"
 HISTORY = "history.csv"
 FINE_TUNE_HISTORY = "history_fine_tune.csv"

@@ -5,6 +5,9 @@ model-sized set fits in memory; full-size Carvana or hand-bone images never woul
 augment (in raw pixel units, so colour layers see real RGB) -> normalise with the run's mean/std -> prefetch.
 """
 
+import contextlib
+import re
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -125,6 +128,26 @@ def _reader(competition, part, with_masks, geometry):
         return image, mask
 
     return read
+
+
+# What the adapter raised inside tf.numpy_function, as tf.data reports it: "...ValueError: <message>\n...".
+_READER_ERROR = re.compile(r"\b(ValueError|KeyError|FileNotFoundError): (.+)")
+
+
+@contextlib.contextmanager
+def reader_errors():
+    """Raise the adapter's own error (e.g. "train/images/x.png: cannot decode image") as a ValueError.
+
+    tf.data wraps an error raised while reading a file into an InvalidArgumentError with a long TensorFlow trace;
+    the user needs the file name and what is wrong with it.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        match = _READER_ERROR.search(str(error))
+        if match is None:
+            raise
+        raise ValueError(match.group(2).strip()) from None
 
 
 def fits_in_memory(competition, num_images, geometry, with_masks=True):

@@ -69,21 +69,103 @@ def seed_everything(seed):
     tf.config.experimental.enable_op_determinism()
 
 
-def distribution_strategy():
-    """TPU if one is attached, MirroredStrategy over several GPUs, else the default strategy."""
+# Notebooks and tests pick the strategy through this variable when distribution_strategy gets no name.
+STRATEGY_VARIABLE = "SEGLIB_STRATEGY"
+STRATEGIES = ("auto", "default", "mirrored", "tpu")
+
+
+def split_cpu(count):
+    """Split the CPU into ``count`` logical devices, so multi-replica strategies can run without GPUs.
+
+    TensorFlow fixes its device list the first time it creates a tensor, variable or strategy, so this must
+    run before that, at the top of the process (importing seglib and Keras is fine).
+
+    Args:
+        count: the number of logical CPU devices, at least 1.
+
+    Returns:
+        The logical CPU device names, e.g. ["/device:CPU:0", "/device:CPU:1"].
+    """
+    import tensorflow as tf
+
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    # Asking again for the split already in place (unsplit = one device) is harmless, even after initialisation.
+    if count != (len(current) if current else 1):
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"cannot split the CPU into {count} devices: TensorFlow has already initialised its devices "
+                f"({len(tf.config.list_logical_devices('CPU'))} CPU). Call split_cpu first thing in a fresh "
+                "process, before any tensor, model or strategy is created.") from error
+    return [device.name for device in tf.config.list_logical_devices("CPU")]
+
+
+def _attached_tpu():
+    """The initialised TPU cluster resolver, or None when no TPU is attached."""
     import tensorflow as tf
 
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
     except (ValueError, RuntimeError, tf.errors.NotFoundError):
-        pass
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+        return None
+    return resolver
+
+
+def distribution_strategy(name=None, devices=None):
+    """The tf.distribute strategy to build and compile models in (``with strategy.scope():``), by name.
+
+    Args:
+        name: "auto" (TPU if one is attached, else MirroredStrategy over several GPUs, else one device),
+            "default" (one device), "mirrored" (all GPUs, or ``devices``; without GPUs all logical CPUs, see
+            ``split_cpu``) or "tpu"; None reads $SEGLIB_STRATEGY, "auto" if unset.
+        devices: for "mirrored" only, the devices to mirror over, e.g. ["/gpu:0", "/gpu:1"] or
+            ["/cpu:0", "/cpu:1"].
+
+    Returns:
+        A ``tf.distribute.Strategy``; ``num_replicas_in_sync`` replicas each get an equal share of every
+        global batch.
+    """
+    import tensorflow as tf
+
+    if name is None:
+        name = os.environ.get(STRATEGY_VARIABLE) or "auto"
+    name = name.strip().lower()
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown distribution strategy {name!r} (argument or ${STRATEGY_VARIABLE}); "
+                         f"known: {STRATEGIES}")
+    if devices is not None and name != "mirrored":
+        raise ValueError(f"devices are for the 'mirrored' strategy only, not {name!r}")
+
+    strategy = None
+    if name in ("auto", "tpu"):
+        resolver = _attached_tpu()
+        if resolver is not None:
+            strategy = tf.distribute.TPUStrategy(resolver)
+        elif name == "tpu":
+            raise ValueError("distribution strategy 'tpu' asked for, but no TPU is attached "
+                             "(on Kaggle or Colab, switch the accelerator to TPU first)")
+    if strategy is None and name == "mirrored":
+        if devices is None:
+            gpus = tf.config.list_logical_devices("GPU")
+            # MirroredStrategy() alone would use one CPU; split_cpu's logical CPUs make a CPU-only test of it.
+            devices = [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    if strategy is None and name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    if strategy is None:
+        strategy = tf.distribute.get_strategy()
+        kind = "default strategy (one device)"
+    else:
+        devices = [device.rsplit("/", 1)[-1].replace("device:", "") for device in strategy.extended.worker_devices]
+        kind = f"{type(strategy).__name__} over {', '.join(devices)}"
+    print(f"Distribution: {kind}, {strategy.num_replicas_in_sync} replica(s)")
+    return strategy
 
 
 def open_run(competition_name, data_dir=None, run_dir=None, options=None):

@@ -12,6 +12,7 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 
 # The architecture of the classic TGS Salt starter kernel, used by notebook 03 by default.
@@ -25,10 +26,13 @@ SCSE_REDUCTION = 2
 
 
 def convolution(inputs, filters, kernel_size, batch_norm, name, batch_norm_name):
-    """A convolution named ``name``, followed by batch norm when asked (the bias is then redundant)."""
+    """A convolution named ``name``, followed by batch norm when asked (the bias is then redundant).
+
+    ``batch_norm`` may be "synchronized": statistics over the global batch of all replicas (see build_unet).
+    """
     x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=not batch_norm, name=name)(inputs)
     if batch_norm:
-        x = layers.BatchNormalization(name=batch_norm_name)(x)
+        x = layers.BatchNormalization(synchronized=batch_norm == "synchronized", name=batch_norm_name)(x)
     return x
 
 
@@ -102,7 +106,8 @@ def empty_mask_head(features, output_channels):
 
 
 def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0.0, output_channels=1,
-               residual=False, scse=False, hypercolumn=False, empty_head=False, name="unet"):
+               residual=False, scse=False, hypercolumn=False, empty_head=False, name="unet",
+               synchronized_batch_norm="auto"):
     """Build a U-Net whose output layer "probabilities" follows a linear layer "logits".
 
     Args:
@@ -117,6 +122,9 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
         hypercolumn: the head sees every decoder level, upsampled to full size, not only the last one.
         empty_head: also predict per image and class whether the mask is non-empty (output "non_empty", from
             the bottleneck), to train jointly with the pixels as deep supervision.
+        name: the model's name.
+        synchronized_batch_norm: batch norm statistics over the whole global batch, not each replica's share:
+            True, False or "auto" (when built inside a tf.distribute scope with several replicas).
 
     Returns:
         A ``keras.Model`` mapping images to per-pixel probabilities; with ``empty_head`` to a dict
@@ -126,6 +134,12 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
     if size % (2 ** depth) or input_shape[1] % (2 ** depth):
         raise ValueError(f"input size {input_shape[:2]} must be divisible by 2**depth = {2 ** depth}")
     block = residual_block if residual else conv_block
+    if synchronized_batch_norm == "auto":
+        synchronized_batch_norm = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    # Each replica of a multi-device strategy sees only its share of the batch; per-replica statistics would
+    # make training depend on the number of devices (and be noisy on small shares).
+    if batch_norm and synchronized_batch_norm:
+        batch_norm = "synchronized"
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     skips = []

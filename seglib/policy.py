@@ -476,19 +476,35 @@ def _chunks(pairs, chunk_size):
 
 
 def fill_holes(masks):
-    """Fill the holes of every 2-D mask in a batch (N, H, W) or (N, H, W, C), with scipy.ndimage."""
+    """Fill the holes of every 2-D mask in a batch (N, H, W) or (N, H, W, C); the same result as
+    ``scipy.ndimage.binary_fill_holes``, several times faster on Carvana-sized masks."""
     masks = np.asarray(masks, dtype=bool)
     filled = np.empty_like(masks)
     if masks.ndim == 3:
         for index, mask in enumerate(masks):
-            filled[index] = ndimage.binary_fill_holes(mask)
+            filled[index] = _fill_holes_2d(mask)
     elif masks.ndim == 4:
         for index in range(masks.shape[0]):
             for channel in range(masks.shape[-1]):
-                filled[index, ..., channel] = ndimage.binary_fill_holes(masks[index, ..., channel])
+                filled[index, ..., channel] = _fill_holes_2d(masks[index, ..., channel])
     else:
         raise ValueError(f"fill_holes needs a batch (N, H, W) or (N, H, W, C), got shape {masks.shape}")
     return filled
+
+
+def _fill_holes_2d(mask):
+    """A hole is a background region that does not touch the border. binary_fill_holes finds them by dilating
+    the border inwards step by step (slow on 1918 x 1280); labelling the background once (4-connected, as
+    binary_fill_holes' default structure) and keeping the regions that touch the border is exact and fast."""
+    background_labels, count = ndimage.label(~mask)
+    if count == 0:
+        return mask.copy()
+    border = np.concatenate([background_labels[0], background_labels[-1], background_labels[:, 0],
+                             background_labels[:, -1]])
+    outside = np.zeros(count + 1, dtype=bool)
+    outside[border] = True
+    outside[0] = True  # label 0 is the mask itself
+    return ~outside[background_labels] | mask
 
 
 def apply_policy(probabilities, policy):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from tqdm.auto import tqdm
 
-from seglib.data import make_dataset
+from seglib.data import make_dataset, reader_errors
 from seglib.tta import predict_tta
 
 # An image-level "non-empty" head below this probability vetoes the image's mask (see models.build_unet).
@@ -66,7 +66,12 @@ def predict_batches(model, competition, image_ids, geometry, normalization, batc
     batches = tqdm(dataset, total=math.ceil(len(image_ids) / batch_size), desc=f"predict {part}",
                    disable=not progress)
     position = 0
-    for images in batches:
+    iterator = iter(batches)
+    while True:
+        with reader_errors():
+            images = next(iterator, None)
+        if images is None:
+            return
         outputs = ensemble_probabilities(model, images.numpy(), tta)
         yield image_ids[position:position + len(outputs)], outputs
         position += len(outputs)

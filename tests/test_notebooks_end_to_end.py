@@ -5,6 +5,11 @@ user gets from ``python -m seglib run``: a run folder with every artifact and a 
 same submission whether the data are extracted or still zipped.
 """
 
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,14 +28,17 @@ PARAMETERS = {"EPOCHS": 15, "TRAIN_MINUTES": 3.0}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The five notebooks on the extracted sample; then notebook 05 alone on the zipped layout, with the same
+    trained models and policy (a copy of the run folder), which must give the very same submission."""
     sample_dir = SAMPLE_ROOT / "tgs"
     zipped_dir = kaggle_zip_layout(sample_dir, tmp_path_factory.mktemp("zipped") / "tgs")
-    results = {}
-    for layout, data_dir in (("extracted", sample_dir), ("zipped", zipped_dir)):
-        run_dir = tmp_path_factory.mktemp(f"run_{layout}")
-        run_notebooks(run_dir, {**PARAMETERS, "DATA_DIR": str(data_dir)}, progress=False)
-        results[layout] = (data_dir, run_dir)
-    return results
+    extracted_run = tmp_path_factory.mktemp("run_extracted")
+    run_notebooks(extracted_run, {**PARAMETERS, "DATA_DIR": str(sample_dir)}, progress=False)
+    zipped_run = tmp_path_factory.mktemp("run_zipped") / "run"
+    shutil.copytree(extracted_run, zipped_run, ignore=shutil.ignore_patterns(artifacts.SUBMISSION, "notebooks"))
+    run_notebooks(zipped_run, {**PARAMETERS, "DATA_DIR": str(zipped_dir)}, notebooks=["05_submission.ipynb"],
+                  progress=False)
+    return {"extracted": (sample_dir, extracted_run), "zipped": (zipped_dir, zipped_run)}
 
 
 def test_zipped_layout_really_is_zipped(runs):
@@ -45,8 +53,10 @@ def test_run_folder_holds_every_artifact(runs, layout):
     for name in (artifacts.MEAN_STD, artifacts.MODEL, artifacts.HISTORY, artifacts.TRAIN_CONFIG, artifacts.POLICY,
                  artifacts.VALIDATION_SWEEP, artifacts.SUBMISSION):
         assert (run_dir / name).is_file(), name
-    for notebook in NOTEBOOKS:
+    notebooks = NOTEBOOKS if layout == "extracted" else ("05_submission.ipynb",)
+    for notebook in notebooks:
         assert (run_dir / "notebooks" / notebook).is_file(), notebook
+    assert not (run_dir / artifacts.BACKUP).exists(), "a finished fit leaves no backup"
     assert len(list((run_dir / "plots").glob("*.png"))) >= 8
     assert not list(run_dir.rglob("*.partial*")), "a temporary file was left behind"
 
@@ -150,3 +160,25 @@ def test_recipe_policy_and_submission(recipe_run):
     assert summary["rows"] == len(competition.test_ids())
     assert (recipe_run / "plots" / "policy_surface.png").is_file()
     assert not list(recipe_run.rglob("*.partial*"))
+
+
+def test_shards_written_by_two_processes_merge_into_the_notebook_submission(runs, tmp_path):
+    """python -m seglib submit --shard 1/2 and 2/2 at once (as on two machines), then merge: the same file as
+    notebook 05's."""
+    data_dir, run_dir = runs["extracted"]
+    shard_run = tmp_path / "run"
+    shutil.copytree(run_dir, shard_run, ignore=shutil.ignore_patterns(artifacts.SUBMISSION, "notebooks"))
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    processes = [subprocess.Popen([sys.executable, "-m", "seglib", "submit", str(shard_run), "--shard", f"{index}/2",
+                                   "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=environment) for index in (1, 2)]
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        assert "valid" in stdout
+    shards = [shard_run / f"submission.shard{index}of2.csv" for index in (1, 2)]
+    merged = tmp_path / "merged.csv"
+    completed = subprocess.run([sys.executable, "-m", "seglib", "merge", "tgs", str(data_dir), str(merged),
+                                *map(str, shards)], capture_output=True, text=True, env=environment, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert merged.read_bytes() == (run_dir / artifacts.SUBMISSION).read_bytes()

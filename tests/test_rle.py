@@ -130,3 +130,23 @@ def test_carvana_sized_mask_round_trips_in_row_major_order():
     mask[rng.integers(0, 1918, 500), rng.integers(0, 1280, 500)] ^= True
     text = rle.encode(mask, order="C")
     np.testing.assert_array_equal(rle.decode(text, (1918, 1280), order="C"), mask)
+
+
+def classic_kernel_encode(mask, order):
+    """The padded-copy RLE every Kaggle kernel used; encode must give the same string, however it gets there."""
+    pixels = np.concatenate([[0], (np.asarray(mask) > 0).flatten(order=order), [0]])
+    runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
+    runs[1::2] -= runs[::2]
+    return " ".join(str(x) for x in runs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(mask=masks, order=st.sampled_from(rle.ORDERS))
+def test_encode_matches_the_classic_kernel_for_any_dtype_and_memory_layout(mask, order):
+    # encode takes a different path for bool masks and for C-contiguous, F-contiguous and strided arrays.
+    expected = classic_kernel_encode(mask, order)
+    padded = np.zeros((mask.shape[0] * 2, mask.shape[1] * 3), dtype=bool)
+    padded[::2, ::3] = mask
+    for layout in (mask.astype(bool), np.asfortranarray(mask), np.asfortranarray(mask.astype(bool)), padded[::2, ::3]):
+        assert rle.encode(layout, order=order) == expected
+    assert rle.encode(mask.astype(np.float32) - 0.5 * (mask == 0), order=order) == expected  # negatives are background

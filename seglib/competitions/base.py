@@ -112,6 +112,12 @@ class Competition:
         """The submission's key column(s), one row per expected submission row, in submission order."""
         raise NotImplementedError
 
+    def submission_keys(self, image_id):
+        """The key column values of each submission row of ``image_id`` (a list of tuples of strings); by
+        default read off ``submission_rows`` of an empty mask (adapters with one row per image override it)."""
+        mask_shape = tuple(self.image_size) + ((self.num_classes,) if self.num_classes > 1 else ())
+        return [tuple(map(str, row[:-1])) for row in self.submission_rows(image_id, np.zeros(mask_shape, bool))]
+
     def stratify_labels(self, image_ids):
         """A class label per id that a validation split should keep balanced, or None."""
         return None

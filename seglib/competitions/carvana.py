@@ -242,6 +242,9 @@ class Carvana(Competition):
             raise ValueError(f"{image_id}: mask has shape {np.shape(mask)}, expected {self.image_size}")
         return [(f"{image_id}.jpg", rle.encode(mask, order=self.rle_order))]
 
+    def submission_keys(self, image_id):
+        return [(f"{image_id}.jpg",)]
+
     def expected_submission(self):
         try:
             return self.files.read_csv("sample_submission.csv", required_columns=self.submission_columns,

@@ -59,7 +59,11 @@ class ImageFolder(Competition):
     def image_size(self):
         """(height, width) of the first training image; every image is checked against it."""
         if self._image_size is None:
-            ids = self.train_ids()
+            # Listed without train_ids' pairing check, so that one orphan file does not hide every image's size
+            # from ``python -m seglib check``.
+            ids = sorted(self._files("images"))
+            if not ids:
+                raise FileNotFoundError(f"no images in {self.data_dir / 'images'}")
             with Image.open(io.BytesIO(self.files.read_bytes(self._files("images")[ids[0]]))) as image:
                 self._image_size = (image.size[1], image.size[0])
         return self._image_size

@@ -91,6 +91,9 @@ class TGSSalt(Competition):
     def submission_rows(self, image_id, mask):
         return [(image_id, rle.encode(mask, order=self.rle_order))]
 
+    def submission_keys(self, image_id):
+        return [(str(image_id),)]
+
     def expected_submission(self):
         return self.files.read_csv("sample_submission.csv", required_columns=self.submission_columns,
                                    dtype=str, keep_default_na=False)[["id"]]
