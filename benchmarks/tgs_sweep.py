@@ -4,6 +4,7 @@ Run: python benchmarks/tgs_sweep.py
 """
 
 import time
+import tracemalloc
 
 import numpy as np
 from skimage.filters import gaussian
@@ -72,6 +73,15 @@ def histogram2d_sweep(true_masks, probabilities, thresholds):
     return np.array(scores)
 
 
+def peak_mib(function, *args):
+    """Peak of numpy's allocations while ``function`` runs (tracemalloc sees them), in MiB."""
+    tracemalloc.start()
+    function(*args)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2 ** 20
+
+
 def best_time(function, *args):
     best, result = float("inf"), None
     for _ in range(REPEATS):
@@ -98,10 +108,12 @@ def main():
     print(f"max |tgs_sweep - textbook| = {np.abs(fast - slow).max():.3g}")
     print(f"max |histogram2d - textbook| on {HISTOGRAM_SUBSET} images = {np.abs(histogram - subset_check).max():.3g}")
     print()
-    print(f"{'method':<34}{'seconds':>10}{'speed-up':>10}")
-    print(f"{'seglib.metrics.tgs_sweep':<34}{fast_time:>10.4f}{slow_time / fast_time:>9.1f}x")
-    print(f"{'textbook loop':<34}{slow_time:>10.4f}{1.0:>9.1f}x")
-    label = f"histogram2d loop (extrapolated)"
+    fast_peak = peak_mib(tgs_sweep, true_masks, probabilities, thresholds)
+    slow_peak = peak_mib(textbook_sweep, true_masks, probabilities, thresholds)
+    print(f"{'method':<34}{'seconds':>10}{'speed-up':>10}{'peak MiB':>10}")
+    print(f"{'seglib.metrics.tgs_sweep':<34}{fast_time:>10.4f}{slow_time / fast_time:>9.1f}x{fast_peak:>10.1f}")
+    print(f"{'textbook loop':<34}{slow_time:>10.4f}{1.0:>9.1f}x{slow_peak:>10.1f}")
+    label = "histogram2d loop (extrapolated)"
     print(f"{label:<34}{histogram_time:>10.4f}{slow_time / histogram_time:>9.1f}x")
     print(f"(histogram2d timed on {HISTOGRAM_SUBSET} of {NUM_IMAGES} images, scaled by {NUM_IMAGES // HISTOGRAM_SUBSET})")
     print(f"speed-up of tgs_sweep over the textbook loop: {slow_time / fast_time:.1f}x (aim: >= 25x)")

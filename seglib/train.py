@@ -50,6 +50,30 @@ class TimeBudget(keras.callbacks.Callback):
             print(f"Time budget of {self.minutes} min spent: training stopped.")
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever the validation loss improves, atomically.
+
+    Keras' ModelCheckpoint writes the file in place, so a kill in the middle of a save leaves a broken
+    checkpoint that a resumed run would then promote; this writes a temporary file and renames it.
+
+    Args:
+        path: the checkpoint file (.keras).
+        best: the best validation loss so far (a resumed fit), or None.
+    """
+
+    def __init__(self, path, best=None):
+        super().__init__()
+        self.path = Path(path)
+        self.best = float("inf") if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get("val_loss")
+        if current is not None and current < self.best:
+            self.best = current
+            with artifacts.atomic_path(self.path) as temporary:
+                self.model.save(temporary)
+
+
 def compile_model(model, loss="bce", learning_rate=1e-3, jit_compile="auto"):
     """Compile with Adam, the named loss and a pixel IoU to watch while training.
 
@@ -123,8 +147,7 @@ def fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes=None,
     artifacts.save_json(backup_dir / SETTINGS_FILE, settings)
     time_budget = TimeBudget(minutes)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_loss", save_best_only=True,
-                                        initial_value_threshold=best_so_far),
+        BestCheckpoint(checkpoint_path, best_so_far),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2)),
         keras.callbacks.CSVLogger(history_path, append=resuming),

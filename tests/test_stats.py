@@ -34,7 +34,9 @@ def test_grayscale_images_keep_their_shape():
     check_against_numpy(result, images)
 
 
-def test_large_offset_keeps_precision():
+@pytest.mark.parametrize("slice_elements", [1 << 17, 7])
+def test_large_offset_keeps_precision(monkeypatch, slice_elements):
+    monkeypatch.setattr(stats, "_SLICE_ELEMENTS", slice_elements)
     rng = np.random.default_rng(2)
     images = 1e4 + rng.normal(size=(41, 6, 5, 2))
     result = stats.mean_std(images, batch_size=8)
@@ -97,3 +99,65 @@ def test_bad_arguments_raise():
         stats.mean_std([np.zeros(4)])
     with pytest.raises(ValueError, match="shape"):
         stats.RunningMoments().update(np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("dtype, low, high", [(np.uint8, 0, 256), (np.uint16, 60000, 65536)])
+def test_integer_images_are_summed_exactly_across_flushes(monkeypatch, dtype, low, high):
+    # Tiny limits: the partial sums are folded every 2 images, and every 5 images make a chunk merged with
+    # Chan's formula.
+    for key in (np.uint8, np.uint16):
+        plan = stats._EXACT_SUMS[np.dtype(key)]
+        monkeypatch.setitem(stats._EXACT_SUMS, np.dtype(key), plan._replace(part_limit=2, flush_limit=5))
+    monkeypatch.setattr(stats, "_SLICE_ELEMENTS", 20)  # results computed 1 row (of 5 * 3 values) at a time
+    rng = np.random.default_rng(5)
+    images = rng.integers(low, high, size=(29, 6, 5, 3)).astype(dtype)
+    check_against_numpy(stats.mean_std(iter(images), batch_size=4), images)
+
+
+def test_uint16_large_offset_small_spread_is_exact():
+    rng = np.random.default_rng(6)
+    images = (65000 + rng.integers(0, 3, size=(50, 4, 4))).astype(np.uint16)
+    result = stats.mean_std(images)
+    stacked = images.astype(np.float64)
+    np.testing.assert_allclose(result.std_image, stacked.std(axis=0), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(result.mean_image, stacked.mean(axis=0), rtol=1e-15, atol=0)
+
+
+def test_uint8_extremes_past_the_real_flush_limit():
+    # 2**16 + 10 images: the uint32 sums of squares are flushed once before they could overflow.
+    count = (1 << 16) + 10
+    images = np.zeros((count, 1, 1), dtype=np.uint8)
+    images[::2] = 255
+    result = stats.RunningMoments().update(images).result()
+    expected = images.astype(np.float64)
+    assert result.count == count
+    np.testing.assert_allclose(result.mean_image, expected.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(result.std_image, expected.std(axis=0), rtol=1e-14)
+
+
+def test_bool_masks_and_mixed_dtypes():
+    rng = np.random.default_rng(7)
+    masks = rng.random((13, 5, 4)) < 0.3
+    check_against_numpy(stats.mean_std(masks, batch_size=4), masks)
+    uint8 = rng.integers(0, 256, size=(9, 3, 3, 2), dtype=np.uint8)
+    floats = rng.random((7, 3, 3, 2)).astype(np.float32) * 255
+    mixed = list(uint8[:4]) + list(floats) + list(uint8[4:])
+    expected = np.concatenate([uint8, floats.astype(np.float64)])
+    check_against_numpy(stats.mean_std(mixed, batch_size=3), expected)
+
+
+def test_running_moments_add_count_and_results_do_not_change_later():
+    rng = np.random.default_rng(8)
+    images = rng.integers(0, 256, size=(10, 4, 4, 3), dtype=np.uint8)
+    moments = stats.RunningMoments()
+    for image in images[:5]:
+        moments.add(image)
+    assert moments.count == 5
+    first = moments.result()
+    kept = first.mean_image.copy()
+    moments.update(images[5:]).add(images[0].astype(np.float32))
+    assert moments.count == 11
+    np.testing.assert_array_equal(first.mean_image, kept)
+    check_against_numpy(moments.result(), np.concatenate([images, images[:1]]))
+    with pytest.raises(ValueError, match=r"\(4, 4\).*\(4, 4, 3\)"):
+        moments.add(np.zeros((4, 4), dtype=np.uint8))
