@@ -14,8 +14,6 @@ core (Pillow releases the GIL while decoding) with a few images in flight per th
 Carvana's 100k photographs too.
 """
 
-import collections
-import concurrent.futures
 import dataclasses
 import functools
 import itertools
@@ -28,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from seglib import artifacts, rle
+from seglib.stats import read_ahead
 from seglib.competitions import get_competition
 from seglib.competitions.base import decode_image
 from seglib.competitions.carvana import METADATA_COLUMNS as CARVANA_METADATA_COLUMNS
@@ -268,20 +267,6 @@ def check_job(competition, job, expected_size, through_adapter):
     return problems
 
 
-def bounded_map(function, items, workers):
-    """Yield ``(item, function(item))`` in order, computed on ``workers`` threads with few items in flight."""
-    in_flight = collections.deque()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as executor:
-        for item in items:
-            in_flight.append((item, executor.submit(function, item)))
-            if len(in_flight) >= IN_FLIGHT_PER_WORKER * workers:
-                item, future = in_flight.popleft()
-                yield item, future.result()
-        while in_flight:
-            item, future = in_flight.popleft()
-            yield item, future.result()
-
-
 class DatasetCheck:
     """The problems found so far in one dataset, and the helpers the per-competition checks share.
 
@@ -442,7 +427,10 @@ class DatasetCheck:
                                  through_adapter=through_adapter)
         with tqdm(total=total, desc=f"checking {self.competition.name}", unit="image",
                   disable=not self.progress) as bar:
-            for job, problems in bounded_map(work, jobs, self.workers):
+            # The same bounded, ordered thread pool notebook 02 reads with: memory stays flat.
+            jobs_and_problems = read_ahead(lambda job: (job, work(job)), jobs, workers=self.workers,
+                                           buffer=IN_FLIGHT_PER_WORKER * self.workers)
+            for job, problems in jobs_and_problems:
                 self.files_checked += job.num_files
                 for problem in problems:
                     self._problems.setdefault(problem, None)

@@ -18,7 +18,7 @@ from seglib import check as check_module
 from seglib import sample
 from seglib.__main__ import main
 from seglib.competitions import get_competition
-from seglib.check import Problem, bounded_map, check_dataset
+from seglib.check import Problem, check_dataset
 
 CARVANA_DIR = sample.default_out_dir("carvana")
 HANDBONE_DIR = sample.default_out_dir("handbone")
@@ -568,21 +568,6 @@ def test_zipped_tgs_sample_is_clean(zipped_sample_dir):
 
 def test_clean_image_folder(tmp_path):
     assert run_check("folder", make_image_folder(tmp_path / "data")) == []
-
-
-def test_threads_keep_few_images_in_flight():
-    """Results come back in order, and the pool never runs far ahead of the consumer (flat memory)."""
-    pulled = []
-
-    def items():
-        for index in range(100):
-            pulled.append(index)
-            yield index
-
-    workers = 3
-    for position, (item, result) in enumerate(bounded_map(lambda value: value * value, items(), workers)):
-        assert (item, result) == (position, position * position)
-        assert len(pulled) - position <= check_module.IN_FLIGHT_PER_WORKER * workers
 
 
 # --- command line ----------------------------------------------------------------------------------------------
