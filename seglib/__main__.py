@@ -52,11 +52,11 @@ def command_validate(arguments):
 def command_submit(arguments):
     from seglib.artifacts import SUBMISSION
     from seglib.competitions import get_competition
-    from seglib.env import resolve_data_dir
+    from seglib.env import distribution_strategy, resolve_data_dir
     from seglib.submit import load_trained_run, shard_path, write_submission
 
     run_dir = Path(arguments.run_dir)
-    trained = load_trained_run(run_dir)
+    trained = load_trained_run(run_dir, distribution_strategy())
     config = trained["config"]
     competition = get_competition(config["competition"], resolve_data_dir(config["competition"], arguments.data_dir),
                                   **config.get("competition_options", {}))

@@ -26,7 +26,9 @@ def model_probabilities(model, images):
     Returns:
         float32 (batch, size, size, classes).
     """
-    outputs = model.predict_on_batch(images)
+    # predict, not predict_on_batch: under a multi-replica strategy predict_on_batch hands the whole batch to
+    # every replica and returns their outputs concatenated.
+    outputs = model.predict(images, batch_size=len(images), verbose=0)
     if not isinstance(outputs, dict):
         return np.asarray(outputs, dtype=np.float32)
     probabilities = np.asarray(outputs["probabilities"], dtype=np.float32)

@@ -11,6 +11,7 @@ joins the parts and validates the union. The validator checks what Kaggle would 
 would silently score as wrong, reading the file row by row.
 """
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -228,7 +229,7 @@ def write_submission_from_store(path, competition, predictions, geometry, policy
     def batches(remaining):
         for start in tqdm(range(0, len(remaining), batch_size), desc="submission", disable=not progress):
             batch_ids = remaining[start:start + batch_size]
-            outputs = predictions.probabilities[[row_of[image_id] for image_id in batch_ids]]
+            outputs = predictions.read([row_of[image_id] for image_id in batch_ids])
             yield batch_ids, [to_original_size(geometry, output) for output in outputs]
 
     settings = {"store": str(Path(predictions.path).resolve()), "store_rows": len(predictions),
@@ -291,8 +292,13 @@ def merge_submissions(shard_paths, path, competition):
     return summary
 
 
-def load_trained_run(run_dir):
+def load_trained_run(run_dir, strategy=None):
     """What notebook 05 and ``python -m seglib submit`` need from a run folder.
+
+    Args:
+        run_dir: the run folder of notebooks 01-04.
+        strategy: a tf.distribute strategy to load the models in (``env.distribution_strategy()``), so that
+            prediction runs on all its replicas; None loads them on the default device.
 
     Returns:
         A dict with "geometry", "normalization", "models" (the fold models, loaded), "policy", "tta" and
@@ -306,11 +312,13 @@ def load_trained_run(run_dir):
 
     run_dir = Path(run_dir)
     config = artifacts.load_json(run_dir / artifacts.TRAIN_CONFIG, what="training config (notebook 03)")
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        models = [keras.models.load_model(run_dir / model_path) for model_path in config["models"]]
     return {
         "config": config,
         "geometry": Geometry.from_dict(config["geometry"]),
         "normalization": Normalization.from_mean_std(load_mean_std(run_dir / artifacts.MEAN_STD)),
-        "models": [keras.models.load_model(run_dir / model_path) for model_path in config["models"]],
+        "models": models,
         "policy": load_policy(run_dir / artifacts.POLICY),
         "tta": config.get("tta", "none"),
     }

@@ -55,7 +55,7 @@ def predict_tta(predict, images, tta="hflip"):
 
     Args:
         predict: a function from an image batch (n, size, size, channels) to probabilities of the same layout
-            (e.g. ``model.predict_on_batch``).
+            (e.g. ``seglib.predict.model_probabilities`` of a model).
         images: the batch, square when the set holds transposes.
         tta: "none", "hflip" or "d4" (``TTA_SETS``), or a sequence of transform names.
 

@@ -203,3 +203,13 @@ def test_empty_head_trains_jointly_and_predicts_with_its_veto(tmp_path):
     probabilities = predict.model_probabilities(reloaded, images)
     assert np.all(probabilities[vetoed] == 0)
     np.testing.assert_allclose(probabilities[~vetoed], outputs["probabilities"][~vetoed], atol=1e-6)
+
+
+def test_read_gives_the_rows_of_the_memory_map(tmp_path):
+    rng = np.random.default_rng(3)
+    outputs = rng.uniform(size=(6, 5, 5, 2)).astype(np.float16)
+    store.write_predictions(tmp_path / "s", [f"id{index}" for index in range(6)], outputs)
+    predictions = store.Predictions(tmp_path / "s")
+    np.testing.assert_array_equal(predictions.read([4, 0, 4]), outputs[[4, 0, 4]])
+    with pytest.raises(IndexError, match="row 6"):
+        predictions.read([6])

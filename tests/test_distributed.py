@@ -125,6 +125,14 @@ RUN_SCRIPT = textwrap.dedent('''
     mirrored_predictions = mirrored.predict(predict_dataset, verbose=0)
     results["prediction_shapes"] = [list(single_predictions.shape), list(mirrored_predictions.shape)]
     results["prediction_error"] = float(np.max(np.abs(single_predictions - mirrored_predictions)))
+    # seglib's own inference path (what notebooks 03 and 05 use), with flip TTA, on the mirrored model.
+    from seglib.predict import predict_model_size
+    seglib_predictions = predict_model_size(mirrored, competition, ids[:PREDICT_IMAGES], geometry, normalization,
+                                            BATCH, "train", progress=False, tta="hflip")
+    reference = (single_predictions + single.predict(predict_dataset.map(lambda images: images[:, :, ::-1]),
+                                                     verbose=0)[:, :, ::-1]) / 2
+    results["seglib_prediction_shape"] = list(seglib_predictions.shape)
+    results["seglib_prediction_error"] = float(np.max(np.abs(seglib_predictions.astype(np.float32) - reference)))
     json.dump(results, open(out_path, "w"))
 ''')
 
@@ -219,3 +227,6 @@ def test_per_replica_batch_norm_would_not_match(two_device_run):
 def test_mirrored_prediction_matches_one_device(two_device_run):
     assert two_device_run["prediction_shapes"] == [[13, 128, 128, 1]] * 2
     assert two_device_run["prediction_error"] < 1e-5
+    # seglib.predict on the mirrored model: every image once, equal to the single device's TTA average (float16).
+    assert two_device_run["seglib_prediction_shape"] == [13, 128, 128, 1]
+    assert two_device_run["seglib_prediction_error"] < 2e-3
