@@ -144,12 +144,12 @@ class Predictions:
         return outputs
 
     def select(self, image_ids):
-        """The probabilities of ``image_ids``, in that order (an array in memory)."""
+        """The probabilities of ``image_ids``, in that order (an array in memory, read as ``read`` does)."""
         row_of = {image_id: row for row, image_id in enumerate(self.ids)}
         missing = [image_id for image_id in image_ids if image_id not in row_of]
         if missing:
             raise ValueError(f"{self.path}: no prediction for id {missing[0]!r}")
-        return self.probabilities[[row_of[image_id] for image_id in image_ids]]
+        return self.read([row_of[image_id] for image_id in image_ids])
 
 
 def write_predictions(path, image_ids, outputs, folds=None):
