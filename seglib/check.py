@@ -448,9 +448,7 @@ def check_tgs(check):
 
     train_path = functools.partial(competition.image_path, part="train")
     test_path = functools.partial(competition.image_path, part="test")
-
-    def mask_path(image_id):
-        return f"train/masks/{image_id}.png"
+    mask_path = competition.mask_path
 
     train_ids = check.list_files("train/images", ".png")
     test_ids = check.list_files("test/images", ".png")
@@ -487,9 +485,7 @@ def check_carvana(check):
 
     train_path = functools.partial(competition.image_path, part="train")
     test_path = functools.partial(competition.image_path, part="test")
-
-    def mask_path(image_id):
-        return f"train_masks/{image_id}_mask.gif"
+    mask_path = competition.mask_path
 
     train_ids = check.list_files("train", ".jpg")
     test_ids = check.list_files("test", ".jpg")

@@ -178,6 +178,10 @@ class Carvana(Competition):
     def image_path(self, image_id, part):
         return f"{part}/{image_id}.jpg"
 
+    def mask_path(self, image_id):
+        """Path of a training mask GIF, as if extracted."""
+        return f"train_masks/{image_id}_mask.gif"
+
     # --- images and masks ------------------------------------------------------------------------------
     def read_rgb(self, image_id, part="train"):
         """A photograph as uint8 (1280, 1918, 3), checked."""
@@ -204,7 +208,7 @@ class Carvana(Competition):
             self._has_mask_gifs = self.files.has_folder("train_masks")
         if self._has_mask_gifs:
             # Kaggle's GIFs hold palette indices {0, 1}; anything above 0 is car in a re-saved copy too.
-            return self.read_mask_file(f"train_masks/{image_id}_mask.gif")
+            return self.read_mask_file(self.mask_path(image_id))
         table = self.mask_table()
         if image_id not in table.index:
             raise KeyError(f"id {image_id!r} is not in {self.data_dir / 'train_masks.csv'}")

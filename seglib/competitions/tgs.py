@@ -70,12 +70,16 @@ class TGSSalt(Competition):
     def image_path(self, image_id, part):
         return f"{part}/images/{image_id}.png"
 
+    def mask_path(self, image_id):
+        """Path of a training mask PNG, as if extracted."""
+        return f"train/masks/{image_id}.png"
+
     def read_mask(self, image_id):
         if self._has_mask_pngs is None:
             self._has_mask_pngs = self.files.has_folder("train/masks")
         if self._has_mask_pngs:
             # Real masks are 16-bit {0, 65535} (or 8-bit zeros when empty).
-            return self.read_mask_file(f"train/masks/{image_id}.png")
+            return self.read_mask_file(self.mask_path(image_id))
         table = self.train_table()
         if image_id not in table.index:
             raise KeyError(f"id {image_id!r} is not in {self.data_dir / 'train.csv'}")
