@@ -19,14 +19,15 @@ test: $(INSTALLED)
 
 # Re-execute the committed notebooks in place with their default parameters (the outputs nbval compares).
 notebooks: $(INSTALLED)
-	$(BIN)/python -m seglib run --refresh-notebooks --quiet --run-dir $$(mktemp -d)
+	rm -rf runs/notebooks-refresh
+	$(BIN)/python -m seglib run --refresh-notebooks --quiet --run-dir runs/notebooks-refresh
 
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[cpu,test,pinned]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,jupyter,test,pinned]"
 	touch $@
 
 clean:

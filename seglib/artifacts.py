@@ -44,7 +44,8 @@ def load_json(path, what="file"):
     """Read a JSON artifact, with a message that says which notebook writes it when it is missing."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found at {path}; run the notebook that writes it first")
+        raise FileNotFoundError(f"{what} not found at {path}; run the notebook that writes it first (on Kaggle: "
+                                "or attach that notebook's output as an input)")
     return json.loads(path.read_text())
 
 
@@ -83,6 +84,29 @@ OOF_STORE = "oof_predictions"  # a seglib.store folder: every fold's validation 
 VALIDATION_SWEEP = "threshold_sweep.csv"
 POLICY = "policy.json"
 SUBMISSION = "submission.csv"
+
+
+# One file of each notebook's output: a folder holding one of them is a run folder (see ``find``).
+RUN_MARKERS = ("eda_coverage.csv", MEAN_STD, TRAIN_CONFIG, POLICY)
+
+
+def find(run_dir, name):
+    """Where artifact ``name`` is: in the run folder, else in an earlier notebook's output attached as an input.
+
+    On Kaggle each notebook is usually its own kernel: what notebook 03 wrote reaches notebook 04 only as a
+    read-only copy under /kaggle/input. Returns ``run_dir / name`` when it is nowhere (so that the error names
+    the run folder); raises ValueError when several attached outputs hold it.
+    """
+    from seglib.env import attached_run_dirs
+
+    path = Path(run_dir) / name
+    if path.exists():
+        return path
+    found = [folder / name for folder in attached_run_dirs(RUN_MARKERS) if (folder / name).exists()]
+    if len(found) > 1:
+        raise ValueError(f"{name} is in several attached inputs ({', '.join(map(str, found))}); attach the output "
+                         "of one run only")
+    return found[0] if found else path
 
 
 def fold_dir(run_dir, fold, folds):

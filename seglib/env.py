@@ -4,24 +4,54 @@ The same notebook runs on a laptop, in a Kaggle kernel and on Colab; only paths 
 """
 
 import os
+import platform as python_platform
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_ROOT = REPO_ROOT / "data" / "sample"
-KAGGLE_INPUT = Path("/kaggle/input")
-KAGGLE_WORKING = Path("/kaggle/working")
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A wheel carries the notebooks and the samples in seglib/_bundle (pyproject.toml); a source checkout (an
+# editable install) keeps them beside the package, in notebooks/ and data/sample/.
+_BUNDLE = PACKAGE_DIR / "_bundle"
+NOTEBOOK_DIR = _BUNDLE / "notebooks" if (_BUNDLE / "notebooks").is_dir() else PACKAGE_DIR.parent / "notebooks"
+SAMPLE_ROOT = _BUNDLE / "sample" if (_BUNDLE / "sample").is_dir() else PACKAGE_DIR.parent / "data" / "sample"
+# Kaggle mounts inputs read-only under /kaggle/input and keeps a kernel's output in /kaggle/working; tests lay out
+# a fake one and point this variable at it.
+KAGGLE_ROOT_VARIABLE = "SEGLIB_KAGGLE_ROOT"
+COLAB_ROOT = Path("/content")
+COLAB_DRIVE = COLAB_ROOT / "drive" / "MyDrive"
 # Tests and the run script point every notebook at one run folder through this variable.
 RUN_DIR_VARIABLE = "SEGLIB_RUN_DIR"
+# DATA_DIR = "sample" picks the bundled sample anywhere, also on Kaggle and Colab.
+SAMPLE = "sample"
+
+
+def kaggle_root():
+    """Kaggle's root folder: /kaggle, or $SEGLIB_KAGGLE_ROOT."""
+    return Path(os.environ.get(KAGGLE_ROOT_VARIABLE, "/kaggle"))
 
 
 def platform():
     """"kaggle", "colab" or "local"."""
-    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or KAGGLE_WORKING.is_dir() and KAGGLE_INPUT.is_dir():
+    root = kaggle_root()
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or (root / "working").is_dir() and (root / "input").is_dir():
         return "kaggle"
     if "google.colab" in sys.modules or os.environ.get("COLAB_RELEASE_TAG"):
         return "colab"
     return "local"
+
+
+def data_candidates(competition):
+    """Where the competition's data may be mounted or downloaded on this platform (none locally)."""
+    from seglib.competitions.base import _REGISTRY
+
+    slug = _REGISTRY[competition].kaggle_slug
+    where = platform()
+    if where == "kaggle":
+        # Competitions are mounted at input/<slug>; newer kernels may put them under input/competitions/<slug>.
+        return [kaggle_root() / "input" / slug, kaggle_root() / "input" / "competitions" / slug]
+    if where == "colab":
+        return [COLAB_ROOT / slug, COLAB_DRIVE / slug]
+    return []
 
 
 def resolve_data_dir(competition, data_dir=None):
@@ -29,44 +59,112 @@ def resolve_data_dir(competition, data_dir=None):
 
     Args:
         competition: a registered competition name.
-        data_dir: an explicit folder, or None for: the Kaggle input folder on Kaggle, else the bundled sample.
+        data_dir: an explicit folder; "sample" for the bundled sample; None for the competition's folder on
+            Kaggle or Colab (see ``data_candidates``), the bundled sample elsewhere. On Kaggle and Colab missing
+            data is an error, never a silent fall-back to the 150-image sample.
     """
     from seglib.competitions.base import _REGISTRY, known_competitions
 
     if competition not in _REGISTRY:
         raise ValueError(f"unknown competition {competition!r}; known: {known_competitions()}")
-    if data_dir is not None:
-        path = Path(data_dir).expanduser()
-    elif platform() == "kaggle" and (KAGGLE_INPUT / _REGISTRY[competition].kaggle_slug).is_dir():
-        path = KAGGLE_INPUT / _REGISTRY[competition].kaggle_slug
-    else:
+    if data_dir == SAMPLE or data_dir is None and platform() == "local":
         path = SAMPLE_ROOT / competition
+    elif data_dir is not None:
+        path = Path(data_dir).expanduser()
+    else:
+        candidates = data_candidates(competition)
+        found = [candidate for candidate in candidates if candidate.is_dir()]
+        if not found:
+            slug = _REGISTRY[competition].kaggle_slug
+            raise FileNotFoundError(
+                f"no data for competition {competition!r} on {platform()}: looked in "
+                f"{', '.join(map(str, candidates))}. Attach the Kaggle competition {slug!r} as an input "
+                f"(Kaggle: Add Input > Competitions), or download it (kaggle competitions download -c {slug} "
+                f"-p {COLAB_ROOT / slug}), or set DATA_DIR to its folder (DATA_DIR = 'sample' for the bundled sample)")
+        path = found[0]
     if not path.is_dir():
         raise FileNotFoundError(f"data folder for {competition!r} not found: {path}")
-    return path.resolve()
+    return path.absolute()  # links kept: the folder is named as the user (or Kaggle) sees it
 
 
 def resolve_run_dir(run_dir=None):
     """The run folder every notebook reads from and writes to (created if missing).
 
-    None means: $SEGLIB_RUN_DIR if set, else /kaggle/working/run on Kaggle, else <repo>/runs/latest.
+    None means: $SEGLIB_RUN_DIR if set; on Kaggle /kaggle/working (the kernel's output, where Kaggle looks for
+    submission.csv); on Colab a folder on Google Drive if it is mounted (a training run then resumes after a
+    disconnect), else /content/seglib_run; elsewhere runs/latest in the working directory.
     """
     if run_dir is None:
         run_dir = os.environ.get(RUN_DIR_VARIABLE)
     if run_dir is None:
-        run_dir = KAGGLE_WORKING / "run" if platform() == "kaggle" else REPO_ROOT / "runs" / "latest"
+        run_dir = {"kaggle": kaggle_root() / "working",
+                   "colab": (COLAB_DRIVE if COLAB_DRIVE.is_dir() else COLAB_ROOT) / "seglib_run",
+                   }.get(platform(), Path.cwd() / "runs" / "latest")
     path = Path(run_dir).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def seed_everything(seed):
-    """Seed Python, numpy and TensorFlow and make TensorFlow ops deterministic, for repeatable runs."""
+def attached_run_dirs(markers):
+    """On Kaggle, the folders under /kaggle/input holding any of ``markers``: earlier notebooks' outputs (each
+    notebook may be its own kernel, whose /kaggle/working reaches the next one as a read-only input, its files at
+    most two folders deeper). Empty elsewhere."""
+    if platform() != "kaggle":
+        return []
+    inputs = kaggle_root() / "input"
+    found = {path.parent for depth in (1, 2, 3) for marker in markers
+             for path in inputs.glob("*/" * depth + marker)}
+    return sorted(found)
+
+
+def _shown(path):
+    """A path as the user would type it: relative to the working directory when it lies below it."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def describe(data_dir=None, run_dir=None):
+    """Lines saying where this runs: platform, Python, devices, TensorFlow and Keras versions, data and run
+    folders (what a notebook prints first, so a shared notebook says what it ran on)."""
+    import keras
+    import tensorflow as tf
+
+    devices = []
+    for device in tf.config.list_physical_devices():
+        details = tf.config.experimental.get_device_details(device) if device.device_type == "GPU" else {}
+        devices.append(f"{device.device_type}" + (f" ({details['device_name']})" if "device_name" in details else ""))
+    lines = [f"platform:   {platform()} (Python {python_platform.python_version()})",
+             f"devices:    {', '.join(devices)}",
+             f"versions:   TensorFlow {tf.__version__}, Keras {keras.__version__}"]
+    if data_dir is not None:
+        lines.append(f"data:       {_shown(data_dir)}")
+    if run_dir is not None:
+        lines.append(f"run folder: {_shown(run_dir)}")
+    return lines
+
+
+def seed_everything(seed, deterministic=True):
+    """Seed Python, numpy and TensorFlow and, if asked, make TensorFlow ops deterministic (repeatable runs).
+
+    Args:
+        deterministic: True, False, or "auto": on without a GPU (it costs little on the CPU), off with one (where
+            deterministic kernels slow training down).
+
+    Returns:
+        Whether op determinism is on.
+    """
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic == "auto":
+        deterministic = not tf.config.list_physical_devices("GPU")
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return bool(deterministic)
 
 
 # Notebooks and tests pick the strategy through this variable when distribution_strategy gets no name.
@@ -183,5 +281,6 @@ def open_run(competition_name, data_dir=None, run_dir=None, options=None):
     competition = get_competition(competition_name, resolve_data_dir(competition_name, data_dir),
                                   **(options or {}))
     run_dir = resolve_run_dir(run_dir)
-    print(f"{competition.title} on {platform()}: data {competition.data_dir.name}/, run folder {run_dir.name}/")
+    print(f"{competition.title}")
+    print("\n".join(describe(competition.data_dir, run_dir)))
     return competition, run_dir

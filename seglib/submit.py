@@ -310,16 +310,17 @@ def load_trained_run(run_dir, strategy=None):
     from seglib.geometry import Geometry
     from seglib.stats import load_mean_std
 
-    run_dir = Path(run_dir)
-    config = artifacts.load_json(run_dir / artifacts.TRAIN_CONFIG, what="training config (notebook 03)")
+    config_path = artifacts.find(run_dir, artifacts.TRAIN_CONFIG)
+    config = artifacts.load_json(config_path, what="training config (notebook 03)")
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        models = [keras.models.load_model(run_dir / model_path) for model_path in config["models"]]
+        # The model paths are relative to the folder notebook 03 wrote: this run's, or an attached input.
+        models = [keras.models.load_model(config_path.parent / model_path) for model_path in config["models"]]
     return {
         "config": config,
         "geometry": Geometry.from_dict(config["geometry"]),
-        "normalization": Normalization.from_mean_std(load_mean_std(run_dir / artifacts.MEAN_STD)),
+        "normalization": Normalization.from_mean_std(load_mean_std(artifacts.find(run_dir, artifacts.MEAN_STD))),
         "models": models,
-        "policy": load_policy(run_dir / artifacts.POLICY),
+        "policy": load_policy(artifacts.find(run_dir, artifacts.POLICY)),
         "tta": config.get("tta", "none"),
     }
 

@@ -226,3 +226,38 @@ def test_read_bytes_missing_member_in_zip(zipped_sample_dir):
     with pytest.raises(FileNotFoundError, match="no-such-id"):
         CompetitionFiles(zipped_sample_dir).read_bytes("train/images/no-such-id.png")
 
+
+
+# --- the Kaggle CLI download: one <slug>.zip holding train.zip, test.zip and the CSVs ------------------------
+
+
+@pytest.mark.parametrize("competition_name,slug", [("tgs", "tgs-salt-identification-challenge"),
+                                                   ("carvana", "carvana-image-masking-challenge")])
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_kaggle_cli_download_is_read_in_place(competition_name, slug, compression, tmp_path):
+    from seglib.env import SAMPLE_ROOT
+    from seglib.sample import kaggle_cli_layout
+
+    source = SAMPLE_ROOT / competition_name
+    downloaded = kaggle_cli_layout(source, tmp_path / "download", slug, compression=compression)
+    assert [path.name for path in downloaded.iterdir()] == [f"{slug}.zip"]
+    with zipfile.ZipFile(downloaded / f"{slug}.zip") as bundle:
+        assert "train.zip" in bundle.namelist() and "test.zip" in bundle.namelist()
+    bundled, extracted = get_competition(competition_name, downloaded), get_competition(competition_name, source)
+    train_ids = extracted.train_ids()
+    assert bundled.train_ids() == train_ids and bundled.test_ids() == extracted.test_ids()
+    some = train_ids[:: max(1, len(train_ids) // 6)]
+    np.testing.assert_array_equal(bundled.read_images(some), extracted.read_images(some))
+    np.testing.assert_array_equal(bundled.read_masks(some), extracted.read_masks(some))
+    test_some = extracted.test_ids()[:3]
+    np.testing.assert_array_equal(bundled.read_images(test_some, "test"), extracted.read_images(test_some, "test"))
+    pd.testing.assert_frame_equal(bundled.metadata(), extracted.metadata())
+
+
+def test_kaggle_cli_download_missing_file_names_the_bundle(tmp_path, sample_dir):
+    from seglib.sample import kaggle_cli_layout
+
+    downloaded = kaggle_cli_layout(sample_dir, tmp_path / "download", "tgs-salt-identification-challenge")
+    competition = get_competition("tgs", downloaded)
+    with pytest.raises(FileNotFoundError, match="nowhere.csv is neither in .* or tgs-salt-identification-challenge.zip"):
+        competition.files.read_csv("nowhere.csv")

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def two_device_run(tmp_path_factory):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     environment.pop(env.STRATEGY_VARIABLE, None)
     completed = subprocess.run([sys.executable, str(script), str(out_path), str(directory / "initial.weights.h5")],
-                               capture_output=True, text=True, env=environment, cwd=env.REPO_ROOT, timeout=600)
+                               capture_output=True, text=True, env=environment, cwd=Path(__file__).resolve().parents[1], timeout=600)
     assert completed.returncode == 0, f"subprocess failed:\n{completed.stdout}\n{completed.stderr[-4000:]}"
     return json.loads(out_path.read_text())
 

@@ -11,10 +11,22 @@ from seglib.eda import coverage_table, resolution_ceiling
 
 
 @pytest.fixture
-def local(monkeypatch):
+def local(monkeypatch, tmp_path):
     """Whatever machine runs the tests, look like a laptop to seglib.env."""
-    for variable in ("KAGGLE_KERNEL_RUN_TYPE", "COLAB_RELEASE_TAG"):
+    for variable in ("KAGGLE_KERNEL_RUN_TYPE", "COLAB_RELEASE_TAG", env.RUN_DIR_VARIABLE):
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv(env.KAGGLE_ROOT_VARIABLE, str(tmp_path / "no-kaggle-here"))
+
+
+@pytest.fixture
+def kaggle(local, monkeypatch, tmp_path):
+    """A fake Kaggle kernel: its root (input/, working/) in tmp_path/kaggle."""
+    root = tmp_path / "kaggle"
+    for folder in ("input", "working"):
+        (root / folder).mkdir(parents=True)
+    monkeypatch.setenv(env.KAGGLE_ROOT_VARIABLE, str(root))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    return root
 
 
 def test_platform_is_local_here(local):
@@ -34,8 +46,10 @@ def test_resolve_data_dir_defaults_to_the_sample(local, sample_dir):
     assert (path / "train.csv").is_file()
 
 
-def test_resolve_data_dir_explicit(tmp_path):
+def test_resolve_data_dir_explicit(tmp_path, monkeypatch):
     assert env.resolve_data_dir("tgs", tmp_path) == tmp_path.resolve()
+    monkeypatch.chdir(tmp_path.parent)
+    assert env.resolve_data_dir("tgs", tmp_path.name) == tmp_path.resolve()  # relative to the working directory
 
 
 def test_resolve_data_dir_unknown_competition(tmp_path):
@@ -46,6 +60,66 @@ def test_resolve_data_dir_unknown_competition(tmp_path):
 def test_resolve_data_dir_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         env.resolve_data_dir("tgs", tmp_path / "nowhere")
+
+
+def test_kaggle_finds_the_competition_input(kaggle, sample_dir):
+    competition_input = kaggle / "input" / "tgs-salt-identification-challenge"
+    competition_input.symlink_to(sample_dir)
+    assert env.platform() == "kaggle"
+    assert env.resolve_data_dir("tgs") == competition_input
+    assert env.resolve_data_dir("tgs", "sample") == sample_dir.resolve()  # the sample, only when asked for
+
+
+@pytest.mark.parametrize("where", ["kaggle", "colab"])
+def test_missing_competition_data_is_an_error_never_the_sample(kaggle, monkeypatch, where):
+    if where == "colab":
+        monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+        monkeypatch.setenv(env.KAGGLE_ROOT_VARIABLE, str(kaggle / "absent"))
+        monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20251201")
+    assert env.platform() == where
+    with pytest.raises(FileNotFoundError) as error:
+        env.resolve_data_dir("carvana")
+    message = str(error.value)
+    assert "'carvana-image-masking-challenge'" in message and f"on {where}: looked in" in message
+    for candidate in env.data_candidates("carvana"):
+        assert str(candidate) in message
+
+
+def test_kaggle_run_dir_is_the_kernel_output(kaggle):
+    assert env.resolve_run_dir() == (kaggle / "working").resolve()
+
+
+def test_local_run_dir_is_in_the_working_directory(local, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert env.resolve_run_dir() == (tmp_path / "runs" / "latest").resolve()
+
+
+def test_artifacts_are_found_in_earlier_kernels_outputs(kaggle, tmp_path):
+    from seglib import artifacts
+
+    run_dir = kaggle / "working"
+    # Notebook 02's output attached at input/<kernel>/, notebook 03's one folder deeper.
+    mean_std_kernel = kaggle / "input" / "seglib-02" / artifacts.MEAN_STD
+    train_kernel = kaggle / "input" / "seglib-03" / "output" / artifacts.TRAIN_CONFIG
+    for path in (mean_std_kernel, train_kernel):
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+    assert artifacts.find(run_dir, artifacts.MEAN_STD) == mean_std_kernel
+    assert artifacts.find(run_dir, artifacts.TRAIN_CONFIG) == train_kernel
+    assert artifacts.find(run_dir, artifacts.POLICY) == run_dir / artifacts.POLICY  # nowhere: named in the run
+    (run_dir / artifacts.MEAN_STD).write_text("{}")
+    assert artifacts.find(run_dir, artifacts.MEAN_STD) == run_dir / artifacts.MEAN_STD  # the kernel's own first
+    other = kaggle / "input" / "old-run" / artifacts.TRAIN_CONFIG
+    other.parent.mkdir()
+    other.write_text("{}")
+    with pytest.raises(ValueError, match="train_config.json is in several attached inputs"):
+        artifacts.find(run_dir, artifacts.TRAIN_CONFIG)
+
+
+def test_inputs_are_not_searched_off_kaggle(local, tmp_path):
+    from seglib import artifacts
+
+    assert artifacts.find(tmp_path, artifacts.POLICY) == tmp_path / artifacts.POLICY
 
 
 def test_resolve_run_dir_honours_the_variable(monkeypatch, tmp_path):
@@ -60,11 +134,18 @@ def test_resolve_run_dir_honours_the_variable(monkeypatch, tmp_path):
     assert env.resolve_run_dir(target) == path  # an existing folder is fine
 
 
-def test_open_run(local, monkeypatch, tmp_path, capsys):
+def test_open_run_says_where_it_runs(local, monkeypatch, tmp_path, capsys):
+    import tensorflow as tf
+
     monkeypatch.setenv(env.RUN_DIR_VARIABLE, str(tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
     competition, run_dir = env.open_run("tgs")
     assert competition.name == "tgs" and run_dir == (tmp_path / "run").resolve()
-    assert "run folder run/" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "run folder: run\n" in out  # relative to the working directory
+    assert "platform:   local" in out and "devices:    CPU" in out
+    assert f"TensorFlow {tf.__version__}, Keras {keras.__version__}" in out
+    assert f"data:       {env.SAMPLE_ROOT / 'tgs'}" in out
 
 
 @pytest.fixture
@@ -81,6 +162,12 @@ def restore_determinism():
 def draws():
     return (keras.ops.convert_to_numpy(keras.random.uniform((5,))), np.random.rand(5),
             keras.ops.convert_to_numpy(keras.random.normal((2, 3))))
+
+
+def test_determinism_auto_is_on_without_a_gpu(restore_determinism):
+    from tensorflow.python.framework import config as tf_config
+
+    assert env.seed_everything(1, "auto") is True and tf_config.is_op_determinism_enabled()
 
 
 def test_seed_everything_repeats_draws(restore_determinism):

@@ -71,7 +71,8 @@ class Competition:
         if options:
             raise ValueError(f"{type(self).__name__} takes no options, got {sorted(options)}")
         self.data_dir = Path(data_dir)
-        self.files = CompetitionFiles(self.data_dir)
+        # Kaggle's CLI downloads the competition as one <slug>.zip: read in place like the extracted folder.
+        self.files = CompetitionFiles(self.data_dir, bundle=f"{self.kaggle_slug}.zip" if self.kaggle_slug else None)
 
     @property
     def num_classes(self):

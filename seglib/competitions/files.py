@@ -1,18 +1,63 @@
 """Read a competition's files the same way whether they are extracted or still in Kaggle's zips.
 
-Kaggle ships a competition as zips under ``/kaggle/input/<competition>`` (``train.zip``, ``test.zip``,
-sometimes ``train.csv.zip``); Colab and laptop users download the same zips. Extracting 100k images costs
-minutes and disk, so members are read in place. A path is always named as if extracted
-(``train/images/<id>.png``); this class finds it in ``train/`` or in ``train.zip`` (whose members may or may
-not repeat the ``train/`` prefix).
+Colab and laptop users get a competition from the Kaggle CLI as one ``<slug>.zip`` (the "bundle") holding its
+files, some of them zips again (``train.zip``, ``test.zip``, ``train_masks.csv.zip``); others unzip the bundle and
+keep the inner zips. Extracting 100k images costs minutes and disk, so members are read in place at every level.
+A path is always named as if extracted (``train/images/<id>.png``); this class finds it in ``train/`` or in
+``train.zip`` (whose members may or may not repeat the ``train/`` prefix), each either on disk or in the bundle.
 """
 
 import io
+import logging
+import struct
 import threading
 import zipfile
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+class _Window(io.RawIOBase):
+    """A byte range of a file as a seekable file: an uncompressed zip stored inside the bundle, opened in place
+    with O(1) seeks (zipfile's own member files re-read from the start on every backward seek before Python 3.12,
+    which makes random access to 100k images crawl)."""
+
+    def __init__(self, path, start, length):
+        self._file, self._start, self._length, self._position = open(path, "rb"), start, length, 0
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer):
+        self._file.seek(self._start + self._position)
+        count = self._file.readinto(memoryview(buffer)[: max(0, self._length - self._position)])
+        self._position += count
+        return count
+
+    def close(self):
+        self._file.close()
+        super().close()
+
+
+def _open_zip(source, name):
+    """``zipfile.ZipFile`` over a path or file object, with a ValueError naming ``name`` if it is no zip."""
+    try:
+        return zipfile.ZipFile(source)
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{name}: not a readable zip file ({error})") from None
 
 
 class CompetitionFiles:
@@ -20,14 +65,41 @@ class CompetitionFiles:
 
     Args:
         root: the competition folder (e.g. ``/kaggle/input/tgs-salt-identification-challenge``).
+        bundle: the file name of the Kaggle CLI download in ``root`` (``<slug>.zip``), read in place if present.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, bundle=None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"competition folder not found: {self.root}")
         self._archives = {}
         self._lock = threading.Lock()
+        self._bundle_path = self.root / bundle if bundle and (self.root / bundle).is_file() else None
+        self._bundle = _open_zip(self._bundle_path, self._bundle_path) if self._bundle_path else None
+        self._bundled = {info.filename: info for info in self._bundle.infolist()} if self._bundle else {}
+
+    def _is_top_file(self, name):
+        """Whether ``name`` (as if extracted) is a file on disk or in the bundle."""
+        return (self.root / name).is_file() or name in self._bundled
+
+    def _open_top_file(self, name):
+        """A binary file object of ``name``: on disk, else in the bundle (an uncompressed member as a window on
+        the bundle's bytes)."""
+        if (self.root / name).is_file():
+            return open(self.root / name, "rb")
+        info = self._bundled[name]
+        if info.compress_type != zipfile.ZIP_STORED:
+            if info.file_size > 2**30:
+                log.warning("%s is compressed inside %s: reading its members in place is slow; unzip %s once",
+                            name, self._bundle_path.name, self._bundle_path.name)
+            return self._bundle.open(info)
+        with open(self._bundle_path, "rb") as handle:
+            handle.seek(info.header_offset)
+            header = handle.read(30)
+        # The local file header: 30 bytes, then the name and the extra field, whose lengths are at bytes 26-29.
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        start = info.header_offset + 30 + name_length + extra_length
+        return io.BufferedReader(_Window(self._bundle_path, start, info.file_size))
 
     def __repr__(self):
         return f"CompetitionFiles({str(self.root)!r})"
@@ -40,18 +112,20 @@ class CompetitionFiles:
             return self._archives[top]
 
     def _open_archive(self, top):
-        zip_path = self.root / f"{top}.zip"
-        if not zip_path.is_file():
+        name = f"{top}.zip"
+        if self._is_top_file(name):
+            archive = _open_zip(self._open_top_file(name), self.root / name)
+        elif any(member.startswith(f"{top}/") for member in self._bundled):
+            archive = self._bundle  # a bundle holding the folder itself
+        else:
             return None
-        try:
-            archive = zipfile.ZipFile(zip_path)
-        except zipfile.BadZipFile as error:
-            raise ValueError(f"{zip_path}: not a readable zip file ({error})") from None
         members = {}
         for info in archive.infolist():
             if info.is_dir():
                 continue
             inner = info.filename.replace("\\", "/")
+            if archive is self._bundle and not inner.startswith(f"{top}/"):
+                continue
             # Kaggle's train.zip holds "images/..." but re-zipped copies often hold "train/images/...".
             relative = inner[len(top) + 1:] if inner.startswith(f"{top}/") else inner
             members[f"{top}/{relative}"] = info.filename
@@ -60,7 +134,7 @@ class CompetitionFiles:
     def exists(self, relative_path):
         """Whether ``relative_path`` (as if extracted) is present, on disk or in its zip."""
         relative_path = str(relative_path)
-        if (self.root / relative_path).is_file():
+        if self._is_top_file(relative_path):
             return True
         top = relative_path.split("/", 1)[0]
         archive = self._archive(top) if "/" in relative_path else None
@@ -69,9 +143,9 @@ class CompetitionFiles:
     def read_bytes(self, relative_path):
         """The bytes of ``relative_path``, from disk or from its zip."""
         relative_path = str(relative_path)
-        on_disk = self.root / relative_path
-        if on_disk.is_file():
-            return on_disk.read_bytes()
+        if self._is_top_file(relative_path):
+            with self._open_top_file(relative_path) as handle:
+                return handle.read()
         top = relative_path.split("/", 1)[0]
         archive = self._archive(top) if "/" in relative_path else None
         if archive is None or relative_path not in archive[1]:
@@ -121,15 +195,14 @@ class CompetitionFiles:
 
     def read_csv(self, name, required_columns=(), **read_csv_options):
         """Read ``name`` (e.g. ``train.csv``) or its zipped form ``name.zip``, checking its columns."""
-        path = self.root / name
-        zipped = self.root / f"{name}.zip"
-        if path.is_file():
-            source = path
-        elif zipped.is_file():
-            with zipfile.ZipFile(zipped) as archive:
+        if self._is_top_file(name):
+            source = io.BytesIO(self.read_bytes(name))
+        elif self._is_top_file(f"{name}.zip"):
+            with _open_zip(io.BytesIO(self.read_bytes(f"{name}.zip")), self.root / f"{name}.zip") as archive:
                 source = io.BytesIO(archive.read(archive.namelist()[0]))
         else:
-            raise FileNotFoundError(f"{name} is neither in {self.root} nor zipped as {zipped.name}")
+            where = f"{self.root}" + (f" or {self._bundle_path.name}" if self._bundle_path else "")
+            raise FileNotFoundError(f"{name} is neither in {where} nor zipped as {name}.zip")
         table = pd.read_csv(source, **read_csv_options)
         missing = [column for column in required_columns if column not in table.columns]
         if missing:

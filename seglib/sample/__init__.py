@@ -103,3 +103,23 @@ def kaggle_zip_layout(source_dir, out_dir):
                         member = zipfile.ZipInfo(path.relative_to(entry).as_posix(), date_time=(2018, 7, 19, 0, 0, 0))
                         archive.writestr(member, path.read_bytes())
     return out_dir
+
+
+def kaggle_cli_layout(source_dir, out_dir, slug, compression=zipfile.ZIP_DEFLATED):
+    """Copy an extracted competition folder into what ``kaggle competitions download -c <slug> -p out_dir``
+    writes: one ``out_dir/<slug>.zip`` holding Kaggle's download layout (``train.zip``, ``test.zip``, CSVs).
+
+    Args:
+        compression: how the bundle stores its members (zipfile.ZIP_DEFLATED or ZIP_STORED).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as staging, replaced_dir(out_dir) as target:
+        layout = kaggle_zip_layout(source_dir, Path(staging) / "layout")
+        with zipfile.ZipFile(target / f"{slug}.zip", "w", compression) as bundle:
+            for path in sorted(layout.iterdir()):
+                bundle.writestr(zipfile.ZipInfo(path.name, date_time=(2018, 7, 19, 0, 0, 0)), path.read_bytes(),
+                                compress_type=compression)
+    return out_dir
