@@ -1,18 +1,21 @@
-"""What each step of the winning TGS/Carvana recipe buys, measured on any competition folder.
+"""What each step of a recipe buys, measured on any competition folder at equal CPU-minutes.
 
-Every recipe trains the same way for the same wall-clock budget on the same fixed split (train / validation /
-held-out test) and is scored with the competition metric on the held-out test images only. The recipes add
-one step each to the one before:
+Every recipe trains for the same wall-clock budget on the same fixed split (train / validation / held-out test),
+gets its post-processing policy (threshold x min area x fill holes) fitted on the validation images, as notebook
+04 does, and is scored with the competition metric on the held-out test images only, with a 95 % bootstrap
+interval. The recipes add one step each to the one before:
 
-    baseline   the classic TGS-kernel U-Net with BCE, images resized to the model size, threshold 0.5
-    bce_dice   + BCE + per-image Dice loss
-    pad_tta    + reflect-padding instead of resizing (where the images fit) and horizontal-flip TTA
-    lovasz     + a Lovasz-hinge fine-tuning stage from the best checkpoint (a third of the same budget)
-    policy     + the post-processing policy (threshold x min area x fill holes) fitted on validation
+    previous   the defaults before issue 12: classic TGS-kernel U-Net, BCE, reflect-pad to 128, flip TTA, the
+               learning rate halved on plateaus
+    cosine     + the learning rate annealed along a cosine over the wall-clock budget
+    size112    + reflect-pad 101 -> 112 instead of 128 (fewer pixels per image: more images per minute)
+    bf16       + mixed bfloat16 (this CPU has avx512_bf16)
+    wide       + 16 base filters and batch norm (4x the work per image)
+    lovasz     + a Lovasz-hinge fine-tuning stage from the best checkpoint (the last third of the budget)
     strong     + residual blocks, scSE attention and a hypercolumn head (models.STRONG_TGS)
 
 Run, e.g.:
-    python benchmarks/quality.py tgs --minutes 3
+    python benchmarks/quality.py tgs ../shared/realdata/tgs_salt --minutes 6 --test-fraction 0.2
     python benchmarks/quality.py folder ../shared/realdata/isbi_membrane --img-size 256 --minutes 3
 """
 
@@ -23,6 +26,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -33,26 +37,28 @@ from seglib.data import Normalization, make_dataset  # noqa: E402
 from seglib.geometry import Geometry  # noqa: E402
 from seglib.metrics import get_metric  # noqa: E402
 
-# Each recipe is the one before plus one step; "reuses" scores the previous recipe's model again.
+# Each recipe is the one before plus one step.
 RECIPES = {
-    "baseline": {"title": "classic U-Net, BCE", "loss": "bce", "geometry": "resize", "tta": "none",
-                 "fine_tune": None, "policy": False, "model": models.CLASSIC_TGS},
-    "bce_dice": {"title": "+ BCE/Dice", "loss": "bce_dice"},
-    "pad_tta": {"title": "+ reflect-pad & flip TTA", "geometry": "auto", "tta": "hflip"},
-    "lovasz": {"title": "+ Lovasz stage", "fine_tune": "lovasz"},
-    "policy": {"title": "+ policy (threshold x min area x fill)", "policy": True, "reuses": "lovasz"},
+    "previous": {"title": "classic U-Net, BCE, pad 128, flip TTA, plateau", "loss": "bce", "geometry": "auto",
+                 "tta": "hflip", "fine_tune": None, "model": models.CLASSIC_TGS, "schedule": "plateau",
+                 "img_size": 128, "precision": "float32"},
+    "cosine": {"title": "+ cosine over the budget", "schedule": "cosine"},
+    "size112": {"title": "+ pad to 112", "img_size": 112},
+    "bf16": {"title": "+ mixed bfloat16", "precision": "mixed_bfloat16"},
+    "wide": {"title": "+ 16 base filters, batch norm", "model": {**models.CLASSIC_TGS, "base_filters": 16,
+                                                                 "batch_norm": True}},
+    "lovasz": {"title": "+ Lovasz stage (last third)", "fine_tune": "lovasz"},
     "strong": {"title": "+ residual/scSE/hypercolumn U-Net", "model": models.STRONG_TGS},
 }
 # The share of a recipe's budget that goes to the Lovasz stage.
 FINE_TUNE_SHARE = 1 / 3
-DEFAULT_POLICY = {"threshold": 0.5, "fill_holes": False}
 
 
 def cumulative_recipes(names):
     """The settings of every recipe in ``names``, each inheriting the one before it in RECIPES."""
     settings, resolved = {}, {}
     for name, changes in RECIPES.items():
-        settings = {**{key: value for key, value in settings.items() if key != "reuses"}, **changes}
+        settings = {**settings, **changes}
         resolved[name] = settings
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
@@ -70,40 +76,68 @@ def fixed_split(competition, test_fraction, validation_fraction, seed):
 def train_recipe(recipe, competition, train_ids, validation_ids, normalization, arguments, run_dir):
     """Train one recipe within the budget; returns (model, geometry, history)."""
     env.seed_everything(arguments.seed)
-    geometry = Geometry(recipe["geometry"], arguments.img_size, competition.image_size)
+    keras.mixed_precision.set_global_policy(recipe["precision"])
+    size = recipe["img_size"] if arguments.img_size is None else arguments.img_size
+    geometry = Geometry(recipe["geometry"], size, competition.image_size)
     train_dataset = make_dataset(competition, train_ids, geometry, normalization, arguments.batch_size,
                                  shuffle=True, augmentations=competition.default_augmentations, seed=arguments.seed)
     validation_dataset = make_dataset(competition, validation_ids, geometry, normalization, arguments.batch_size)
-    model = models.build_model("unet", (arguments.img_size, arguments.img_size, competition.image_channels),
+    model = models.build_model("unet", (size, size, competition.image_channels),
                                output_channels=competition.num_classes, **recipe["model"])
-    train.compile_model(model, loss=recipe["loss"], learning_rate=arguments.learning_rate)
+    train.compile_model(model, loss=recipe["loss"], learning_rate=arguments.learning_rate,
+                        metric=competition.metric, crop=geometry.crop)
     fine_tune = recipe["fine_tune"]
     first_minutes = arguments.minutes * (1 - FINE_TUNE_SHARE) if fine_tune else arguments.minutes
     history, model = train.fit_recipe(
         model, train_dataset, validation_dataset, run_dir, epochs=arguments.epochs, minutes=first_minutes,
         patience=arguments.patience, fine_tune_loss=fine_tune, fine_tune_epochs=arguments.epochs,
-        fine_tune_minutes=arguments.minutes * FINE_TUNE_SHARE, verbose=0)
+        fine_tune_minutes=arguments.minutes * FINE_TUNE_SHARE, fine_tune_learning_rate=arguments.learning_rate / 10,
+        verbose=0, schedule=recipe["schedule"])
+    keras.mixed_precision.set_global_policy("float32")
     return model, geometry, history
 
 
-def score(competition, model, geometry, normalization, image_ids, tta, run_policy, batch_size):
-    """Per-image competition scores of ``model`` under ``run_policy`` (streamed, at the original size)."""
+def predictions(competition, model, geometry, normalization, image_ids, tta, batch_size):
+    """Model-size probabilities of ``image_ids`` (float16), streamed."""
+    return predict.predict_model_size(model, competition, image_ids, geometry, normalization, batch_size,
+                                      part="train", progress=False, tta=tta)
+
+
+def test_scores(competition, geometry, image_ids, outputs, run_policy):
+    """Per-image competition scores of ``outputs`` under ``run_policy``, at the original size."""
     metric = get_metric(competition.metric)
-    scores = []
-    for image_id, probabilities in predict.predict_images(model, competition, image_ids, geometry, normalization,
-                                                          batch_size, part="train", progress=False, tta=tta):
-        mask = policy.apply_policy(probabilities[np.newaxis], run_policy)
-        scores.append(metric.image_scores(competition.read_mask(image_id)[np.newaxis], mask))
-    return np.concatenate(scores)
+    pairs = predict.truth_and_predictions(competition, image_ids, geometry, outputs)()
+    return np.array([metric.image_scores(mask[np.newaxis], policy.apply_policy(probabilities[np.newaxis],
+                                                                                run_policy))[0]
+                     for mask, probabilities in pairs])
 
 
-def fit_validation_policy(competition, model, geometry, normalization, validation_ids, tta, batch_size):
-    """The joint policy fitted on the validation predictions."""
-    outputs = predict.predict_model_size(model, competition, validation_ids, geometry, normalization, batch_size,
-                                         part="train", progress=False, tta=tta)
-    fitted, _ = policy.fit_policy_pairs(predict.truth_and_predictions(competition, validation_ids, geometry, outputs),
-                                        competition.metric)
-    return fitted
+def interval(scores):
+    """The 95 % bootstrap interval of the mean of ``scores``: differences inside it may be noise."""
+    resamples = np.random.default_rng(0).integers(0, len(scores), (1000, len(scores)))
+    return np.percentile(scores[resamples].mean(axis=1), [2.5, 97.5])
+
+
+def evaluate(name, recipe, competition, split_ids, normalization, arguments):
+    """Train, fit the policy on validation, score the held-out test images: one row of the table."""
+    train_ids, validation_ids, test_ids = split_ids
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as run_dir:
+        model, geometry, history = train_recipe(recipe, competition, train_ids, validation_ids, normalization,
+                                                arguments, run_dir)
+    validation = predictions(competition, model, geometry, normalization, validation_ids, recipe["tta"],
+                             arguments.batch_size)
+    fitted, _ = policy.fit_policy_pairs(predict.truth_and_predictions(competition, validation_ids, geometry,
+                                                                      validation), competition.metric)
+    test = predictions(competition, model, geometry, normalization, test_ids, recipe["tta"], arguments.batch_size)
+    plain = test_scores(competition, geometry, test_ids, test, {"threshold": 0.5, "fill_holes": False})
+    scores = test_scores(competition, geometry, test_ids, test, fitted)
+    low, high = interval(scores)
+    return {"recipe": name, "what": recipe["title"], "test score": scores.mean(), "95% CI low": low,
+            "95% CI high": high, "at 0.5": plain.mean(), "validation": fitted["validation_score"],
+            "epochs": len(history),
+            "policy": f"t={fitted['threshold']:.2f} area={fitted.get('min_area', 0)} fill={fitted['fill_holes']}",
+            "minutes": (time.monotonic() - started) / 60}
 
 
 def markdown_table(table):
@@ -121,10 +155,10 @@ def main(argv=None):
     parser.add_argument("competition", help="tgs, carvana, handbone or folder")
     parser.add_argument("data_dir", nargs="?", default=None, help="default: the bundled sample")
     parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock training budget per recipe")
-    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--img-size", type=int, help="the model's input side for every recipe (default: the recipe's)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=500, help="upper bound; the budget or patience ends sooner")
-    parser.add_argument("--patience", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--validation-fraction", type=float, default=0.2)
@@ -149,36 +183,15 @@ def main(argv=None):
         np.zeros((len(test_ids), *competition.read_mask(test_ids[0]).shape), dtype=bool)).mean()
     print(f"all-empty submission on the test images: {empty_score:.4f}")
 
-    rows, trained = [], {}
+    rows = []
     for name, recipe in recipes.items():
-        started = time.monotonic()
-        if "reuses" in recipe and recipe["reuses"] in trained:
-            model, geometry, history = trained[recipe["reuses"]]
-        else:
-            with tempfile.TemporaryDirectory() as run_dir:
-                model, geometry, history = train_recipe(recipe, competition, train_ids, validation_ids,
-                                                        normalization, arguments, run_dir)
-        trained[name] = (model, geometry, history)
-        run_policy, interval = DEFAULT_POLICY, (np.nan, np.nan)
-        if recipe["policy"]:
-            run_policy = fit_validation_policy(competition, model, geometry, normalization, validation_ids,
-                                               recipe["tta"], arguments.batch_size)
-        test_scores = score(competition, model, geometry, normalization, test_ids, recipe["tta"], run_policy,
-                            arguments.batch_size)
-        # The 95 % bootstrap interval over the held-out images: differences inside it may be noise.
-        resamples = np.random.default_rng(0).integers(0, len(test_scores), (1000, len(test_scores)))
-        interval = np.percentile(test_scores[resamples].mean(axis=1), [2.5, 97.5])
-        rows.append({"recipe": name, "what": recipe["title"], "test score": test_scores.mean(),
-                     "95% CI low": interval[0], "95% CI high": interval[1], "epochs": len(history),
-                     "policy": "-" if not recipe["policy"] else
-                     f"t={run_policy['threshold']:.2f} area={run_policy.get('min_area', 0)} "
-                     f"fill={run_policy['fill_holes']}",
-                     "minutes": (time.monotonic() - started) / 60})
+        rows.append(evaluate(name, recipe, competition, (train_ids, validation_ids, test_ids), normalization,
+                             arguments))
         print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1, float_format="%.4f"), flush=True)
 
     table = pd.DataFrame(rows)
     print(f"\n{competition.title} ({competition.metric}), {len(test_ids)} held-out images, "
-          f"{arguments.minutes} min per recipe, img size {arguments.img_size}:")
+          f"{arguments.minutes} min per recipe:")
     print(markdown_table(table))
     if arguments.output:
         table.to_csv(arguments.output, index=False)

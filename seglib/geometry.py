@@ -45,6 +45,11 @@ class Geometry:
     def __repr__(self):
         return f"Geometry(mode={self.mode!r}, size={self.size}, original_size={self.original_size})"
 
+    @property
+    def crop(self):
+        """(top, left, height, width) of the original image inside a padded model input; None when resized."""
+        return (self.pad_top, self.pad_left, *self.original_size) if self.mode == "pad" else None
+
     def to_dict(self):
         """Plain-JSON description, stored in the run's training config."""
         return {"mode": self.mode, "size": self.size, "original_size": list(self.original_size)}

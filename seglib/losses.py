@@ -1,4 +1,5 @@
-"""Training losses, by name. Keras' own losses wherever one fits.
+"""Training losses by name, on logits (the models end in logits), and the competition score as a Keras metric.
+Keras' own losses wherever one fits.
 
 Dice is computed per image and per class (Keras' ``Dice`` with ``axis=(1, 2)`` over (batch, height, width,
 classes) masks) and then averaged, because the competition metrics score each image and each class on its
@@ -8,6 +9,8 @@ Custom losses are registered with Keras, so a saved ``.keras`` model loads with 
 ``keras.models.load_model`` once seglib is imported.
 """
 
+import functools
+
 import keras
 from keras import ops
 
@@ -15,17 +18,21 @@ from keras import ops
 SPATIAL_AXES = (1, 2)
 
 
-def per_image_dice():
-    """Keras' Dice loss computed per image and per class, then averaged.
+@keras.saving.register_keras_serializable(package="seglib")
+class LogitDice(keras.losses.Dice):
+    """Keras' Dice loss of the sigmoid of logits, computed per image and per class, then averaged (Keras' Dice
+    takes probabilities and has no ``from_logits``)."""
 
-    A plain ``keras.losses.Dice`` whose config carries the axis, so it saves and loads without seglib.
-    """
-    return keras.losses.Dice(axis=SPATIAL_AXES, name="dice")
+    def __init__(self, axis=SPATIAL_AXES, name="dice", **kwargs):
+        super().__init__(axis=axis, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return super().call(y_true, ops.sigmoid(y_pred))
 
 
 @keras.saving.register_keras_serializable(package="seglib")
 class BCEDice(keras.losses.Loss):
-    """Binary cross-entropy plus Dice computed per image and per class, then averaged.
+    """Binary cross-entropy plus Dice computed per image and per class, then averaged, both from logits.
 
     BCE gives smooth per-pixel gradients; Dice fights the imbalance of small masks. Dice is taken per
     (image, class) pair because the competition metrics are per image and per class. An (image, class) with an
@@ -40,8 +47,8 @@ class BCEDice(keras.losses.Loss):
     def __init__(self, dice_weight=1.0, name="bce_dice", **kwargs):
         super().__init__(name=name, **kwargs)
         self.dice_weight = dice_weight
-        self.bce = keras.losses.BinaryCrossentropy()
-        self.dice = per_image_dice()
+        self.bce = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.dice = LogitDice()
 
     def call(self, y_true, y_pred):
         return self.bce(y_true, y_pred) + self.dice_weight * self.dice(y_true, y_pred)
@@ -82,26 +89,20 @@ def lovasz_hinge(y_true, logits):
 
 @keras.saving.register_keras_serializable(package="seglib")
 class LovaszHinge(keras.losses.Loss):
-    """Per-image Lovasz hinge for sigmoid outputs.
-
-    The models end in a sigmoid ("probabilities"), so the logits are recovered as log(p / (1 - p)); the clip
-    keeps them finite (|logit| <= about 16) where the sigmoid has saturated.
-    """
+    """Per-image Lovasz hinge of logits (the models' output)."""
 
     def __init__(self, name="lovasz_hinge", **kwargs):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        probabilities = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
-        logits = ops.log(probabilities) - ops.log(1.0 - probabilities)
-        return ops.mean(lovasz_hinge(y_true, logits), axis=-1)
+        return ops.mean(lovasz_hinge(y_true, y_pred), axis=-1)
 
 
 LOSSES = {
-    "bce": keras.losses.BinaryCrossentropy,
-    "dice": per_image_dice,
+    "bce": functools.partial(keras.losses.BinaryCrossentropy, from_logits=True),
+    "dice": LogitDice,
     "bce_dice": BCEDice,
-    "focal": keras.losses.BinaryFocalCrossentropy,
+    "focal": functools.partial(keras.losses.BinaryFocalCrossentropy, from_logits=True),
     "lovasz": LovaszHinge,
 }
 
@@ -111,3 +112,57 @@ def get_loss(name):
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
     return LOSSES[name]()
+
+
+# The TGS thresholds as whole percents: IoU > t is tested as 100 * intersection > percent * union, exactly.
+TGS_PERCENTS = tuple(range(50, 100, 5))
+
+
+@keras.saving.register_keras_serializable(package="seglib")
+class ImageScore(keras.metrics.Metric):
+    """The competition score of logits at threshold 0.5, per image and class, averaged over all seen.
+
+    What checkpoints, early stopping and the plateau schedule watch: Keras' BinaryIoU pools the pixels of a batch,
+    while Kaggle scores each image on its own (see ``seglib.metrics``, which this equals on the same masks).
+
+    Args:
+        metric: "tgs" (mean over IoU thresholds 0.50 ... 0.95 of IoU > threshold) or "dice"; both empty scores 1.
+        crop: (top, left, height, width) of the original image inside a reflect-padded model input, so that the
+            padding is not scored; None scores the whole model-size mask.
+    """
+
+    def __init__(self, metric="tgs", crop=None, name=None, **kwargs):
+        super().__init__(name=name or f"{metric}_score", **kwargs)
+        if metric not in ("tgs", "dice"):
+            raise ValueError(f"ImageScore knows the metrics 'tgs' and 'dice', got {metric!r}")
+        self.metric, self.crop = metric, tuple(crop) if crop else None
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.crop:
+            top, left, height, width = self.crop
+            y_true, y_pred = (tensor[:, top:top + height, left:left + width] for tensor in (y_true, y_pred))
+        truth = ops.cast(y_true > 0.5, "float32")
+        predicted = ops.cast(y_pred > 0, "float32")  # logit > 0 is probability > 0.5
+        intersection = ops.sum(truth * predicted, axis=SPATIAL_AXES)
+        counts = ops.sum(predicted, axis=SPATIAL_AXES) + ops.sum(truth, axis=SPATIAL_AXES)
+        if self.metric == "tgs":
+            union = counts - intersection
+            passed = ops.cast(100.0 * intersection[..., None] > ops.convert_to_tensor(TGS_PERCENTS, "float32") *
+                              union[..., None], "float32")
+            scores = ops.where(union > 0, ops.mean(passed, axis=-1), 1.0)
+        else:
+            scores = ops.where(counts > 0, 2.0 * intersection / ops.maximum(counts, 1.0), 1.0)
+        self.total.assign_add(ops.sum(scores))
+        self.count.assign_add(ops.cast(ops.size(scores), "float32"))
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1.0)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "metric": self.metric, "crop": self.crop}

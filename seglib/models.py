@@ -2,11 +2,16 @@
 
 ``build_unet`` is a configurable U-Net; the classic TGS kernel architecture is one configuration
 (``CLASSIC_TGS``): four down-steps of 8 -> 64 filters, a 128-filter bottleneck, a Conv2DTranspose up-path and
-a 1x1 sigmoid head. ``STRONG_TGS`` switches on the TGS winners' additions: residual blocks, scSE in the
-decoder and a hypercolumn head (and optionally an image-level "non_empty" head). ``build_resnet50_unet`` puts
-a ResNet50 encoder (optionally ImageNet-pretrained, for any number of input channels) under a U-Net decoder.
+a 1x1 head. ``STRONG_TGS`` switches on the TGS winners' additions: residual blocks, scSE in the decoder and a
+hypercolumn head (and optionally an image-level "non_empty" head). ``build_encoder_unet`` puts any
+keras.applications encoder (ResNet50/101, EfficientNetB0-B7, ConvNeXt, MobileNetV3, ...; optionally
+ImageNet-pretrained, for any number of input channels) under a U-Net decoder.
+
+Every model ends in logits (layer "logits"): the losses take logits (``from_logits``), so the Lovasz hinge gets
+real ones and saturated pixels keep their gradient; prediction applies the sigmoid.
 """
 
+import inspect
 import os
 import warnings
 
@@ -98,17 +103,21 @@ def hypercolumn_features(decoder_outputs):
 
 
 def empty_mask_head(features, output_channels):
-    """The image-level head "non_empty": per class, the probability that the mask is not empty."""
+    """The image-level head "non_empty": per class, the logit of "the mask is not empty"."""
     x = layers.GlobalAveragePooling2D(name="non_empty_pool")(features)
-    # float32 like the pixel head, so its sigmoid and loss stay exact under mixed precision.
-    logits = layers.Dense(output_channels, name="non_empty_logits", dtype="float32")(x)
-    return layers.Activation("sigmoid", name="non_empty", dtype="float32")(logits)
+    # float32 like the pixel head, so its loss stays exact under mixed precision.
+    return layers.Dense(output_channels, name="non_empty", dtype="float32")(x)
+
+
+def logits_head(features, output_channels):
+    """The pixel head "logits": a 1x1 convolution, float32 so that the losses stay exact under mixed precision."""
+    return layers.Conv2D(output_channels, 1, name="logits", dtype="float32")(features)
 
 
 def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0.0, output_channels=1,
                residual=False, scse=False, hypercolumn=False, empty_head=False, name="unet",
                synchronized_batch_norm="auto"):
-    """Build a U-Net whose output layer "probabilities" follows a linear layer "logits".
+    """Build a U-Net whose output layer "logits" gives per-pixel logits (the sigmoid comes at prediction).
 
     Args:
         input_shape: (size, size, channels); size must be divisible by 2**depth.
@@ -116,7 +125,7 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
         base_filters: filters of the first level; each level doubles them.
         batch_norm: batch normalisation in every conv block.
         dropout: dropout rate after each pooling and each up-step (0 disables).
-        output_channels: one sigmoid channel per (possibly overlapping) class.
+        output_channels: one logit channel per (possibly overlapping) class.
         residual: residual conv blocks (two 3x3 convolutions plus a 1x1 projection shortcut, added).
         scse: concurrent spatial and channel squeeze & excitation after each decoder block.
         hypercolumn: the head sees every decoder level, upsampled to full size, not only the last one.
@@ -127,8 +136,8 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
             True, False or "auto" (when built inside a tf.distribute scope with several replicas).
 
     Returns:
-        A ``keras.Model`` mapping images to per-pixel probabilities; with ``empty_head`` to a dict
-        {"probabilities": (batch, height, width, classes), "non_empty": (batch, classes)}.
+        A ``keras.Model`` mapping images to per-pixel logits; with ``empty_head`` to a dict
+        {"logits": (batch, height, width, classes), "non_empty": (batch, classes) logits}.
     """
     size = input_shape[0]
     if size % (2 ** depth) or input_shape[1] % (2 ** depth):
@@ -167,37 +176,61 @@ def build_unet(input_shape, depth=4, base_filters=8, batch_norm=False, dropout=0
     if hypercolumn:
         x = hypercolumn_features(decoder_outputs)
 
-    # Logits and probabilities as separate layers: losses on logits (e.g. Lovasz) can reach them by name,
-    # and the head stays float32 under mixed precision.
-    logits = layers.Conv2D(output_channels, 1, name="logits", dtype="float32")(x)
-    probabilities = layers.Activation("sigmoid", name="probabilities", dtype="float32")(logits)
+    logits = logits_head(x, output_channels)
     if empty_head:
-        outputs = {"probabilities": probabilities, "non_empty": empty_mask_head(bottleneck, output_channels)}
+        outputs = {"logits": logits, "non_empty": empty_mask_head(bottleneck, output_channels)}
         return keras.Model(inputs, outputs, name=name)
-    return keras.Model(inputs, probabilities, name=name)
+    return keras.Model(inputs, logits, name=name)
 
 
 def has_empty_head(model):
     """Whether ``model`` has the image-level "non_empty" output of ``build_unet(..., empty_head=True)``."""
-    # output_names: the dict keys of a multi-output model, the layer name ("probabilities") of a single output.
+    # output_names: the dict keys of a multi-output model, the layer name ("logits") of a single output.
     return "non_empty" in model.output_names
 
 
-# --- ResNet50-encoder U-Net ---------------------------------------------------------------------------------
+# --- U-Nets on keras.applications encoders ------------------------------------------------------------------
 
-# Encoder feature maps the decoder joins, deepest first, at 1/16, 1/8, 1/4 and 1/2 of the input size.
-RESNET50_SKIPS = ("conv4_block6_out", "conv3_block4_out", "conv2_block3_out", "conv1_relu")
-# The encoder output at 1/32 of the input size: the bridge into the decoder.
-RESNET50_BRIDGE = "conv5_block3_out"
-# The only encoder layer whose weights depend on the number of input channels.
-FIRST_CONVOLUTION = "conv1_conv"
-RESNET50_STRIDE = 32
+# The deepest encoder feature map is at 1/32 of the input size for every keras.applications backbone.
+ENCODER_STRIDE = 32
 
 IMAGENET_FALLBACK_MESSAGE = (
-    "ImageNet weights for ResNet50 could not be fetched ({error}); building with weights=None. "
+    "ImageNet weights for {encoder} could not be fetched ({error}); building with weights=None. "
     "On Kaggle, turn on internet or attach the weights file and pass its path."
 )
 
+
+def make_encoder(name, weights=None, **inputs):
+    """The keras.applications model called ``name`` (ResNet50, ResNet101, EfficientNetB0 ... B7, ConvNeXtTiny,
+    MobileNetV3Small, ...) without its classifier, or an error listing the names when there is none.
+
+    Args:
+        inputs: ``input_shape`` or ``input_tensor``.
+    """
+    known = sorted(name for name in dir(keras.applications) if name[0].isupper())
+    if name not in known:
+        raise ValueError(f"unknown encoder {name!r}; keras.applications has {known}")
+    builder = getattr(keras.applications, name)
+    # The pipeline normalises the images already; ConvNeXt, EfficientNetV2 and MobileNetV3 would add their own
+    # RGB preprocessing layers, which also fix the input to 3 channels.
+    if "include_preprocessing" in inspect.signature(builder).parameters:
+        inputs["include_preprocessing"] = False
+    return builder(include_top=False, weights=weights, **inputs)
+
+
+def encoder_features(encoder, height):
+    """The names of an encoder's skip features and of its bridge: the last layer at each stride 2, 4, 8 and 16
+    (deepest first; a backbone whose stem starts at stride 4, like ConvNeXt, has none at 2) and the last layer at
+    stride 32. For ResNet50 these are conv4_block6_out ... conv1_relu and conv5_block3_out, for EfficientNet the
+    block*_expand_activation layers and top_activation: the layers segmentation_models picks by hand."""
+    last = {}
+    for layer in encoder.layers:
+        shape = layer.output.shape
+        # Padding layers have odd sizes (114 of 224): no whole stride, skipped.
+        if len(shape) == 4 and shape[1] and height % shape[1] == 0:
+            last[height // shape[1]] = layer.name
+    skips = [last[stride] for stride in (16, 8, 4, 2) if stride in last]
+    return skips, last[ENCODER_STRIDE]
 
 def adapt_first_convolution(kernel, channels):
     """Adapt an RGB first-convolution kernel to ``channels`` input channels.
@@ -226,12 +259,24 @@ def adapt_first_convolution(kernel, channels):
     return repeated * (3.0 / channels)
 
 
+def adapt_weight(weight, target_shape):
+    """A pretrained weight for a model with another number of input channels: the RGB first-convolution kernel
+    is adapted (``adapt_first_convolution``), every other weight must fit as it is."""
+    weight = np.asarray(weight)
+    if weight.shape == tuple(target_shape):
+        return weight
+    if weight.ndim == 4 and weight.shape[2] == 3 and weight.shape[3] == target_shape[3]:
+        return adapt_first_convolution(weight, target_shape[2])
+    raise ValueError(f"cannot adapt a pretrained weight of shape {weight.shape} to {tuple(target_shape)}")
+
+
 def transfer_encoder_weights(source_encoder, target_encoder):
-    """Copy a ResNet50 encoder's weights, layer by layer, into a model holding the same layer names.
+    """Copy an encoder's weights, layer by layer, into a model holding the same layer names.
 
     Args:
-        source_encoder: a ResNet50 (``include_top=False``), typically pretrained on 3-channel ImageNet.
-        target_encoder: a ResNet50 or a ``build_resnet50_unet`` model, with any number of input channels.
+        source_encoder: a keras.applications model (``include_top=False``), typically pretrained on 3-channel
+            ImageNet.
+        target_encoder: the same backbone, or a U-Net built on it, with any number of input channels.
 
     Returns:
         The names of the layers whose weights were copied.
@@ -239,86 +284,91 @@ def transfer_encoder_weights(source_encoder, target_encoder):
     copied = []
     for source_layer in source_encoder.layers:
         weights = source_layer.get_weights()
-        if not weights:
+        # EfficientNet's input Normalization holds ImageNet's RGB statistics; the pipeline standardises the
+        # images itself, so the target keeps its identity Normalization.
+        if not weights or isinstance(source_layer, layers.Normalization):
             continue
         target_layer = target_encoder.get_layer(source_layer.name)
-        if source_layer.name == FIRST_CONVOLUTION:
-            channels = target_layer.get_weights()[0].shape[2]
-            weights = [adapt_first_convolution(weights[0], channels), *weights[1:]]
-        target_layer.set_weights(weights)
+        targets = target_layer.get_weights()
+        target_layer.set_weights([adapt_weight(weight, target.shape) for weight, target in zip(weights, targets)])
         copied.append(source_layer.name)
     return copied
 
 
-def pretrained_resnet50(weights, height, width):
-    """A 3-channel ResNet50 encoder with ``weights``, or None (with a warning) if ImageNet cannot be fetched.
+def pretrained_encoder(encoder, weights, height, width):
+    """A 3-channel encoder with ``weights``, or None (with a warning) if ImageNet cannot be fetched.
 
     Args:
-        weights: "imagenet" or the path to a ResNet50 ``include_top=False`` weights file (.h5).
+        encoder: a keras.applications model name.
+        weights: "imagenet" or the path to the encoder's ``include_top=False`` weights file (.h5).
         height, width: the input size of the model the weights are for.
-
-    Returns:
-        A ``keras.Model``, or None when the ImageNet download failed.
     """
     try:
-        return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(height, width, 3))
+        return make_encoder(encoder, weights, input_shape=(height, width, 3))
     except Exception as error:  # keras.utils.get_file raises a bare Exception when the download fails
         if weights != "imagenet":
             raise  # a weights file the user named must load; silently training from scratch would hide that
-        warnings.warn(IMAGENET_FALLBACK_MESSAGE.format(error=error), stacklevel=3)
+        warnings.warn(IMAGENET_FALLBACK_MESSAGE.format(encoder=encoder, error=error), stacklevel=3)
         return None
 
 
-def build_resnet50_unet(input_shape, output_channels=1, weights=None, decoder_filters=(256, 128, 64, 32, 16),
-                        name="resnet50_unet"):
-    """Build a U-Net with a ResNet50 encoder, whose output layer "probabilities" follows a linear "logits".
+def build_encoder_unet(input_shape, output_channels=1, encoder="ResNet50", weights=None,
+                       decoder_filters=(256, 128, 64, 32, 16), name=None):
+    """Build a U-Net whose encoder is a keras.applications backbone, ending in the "logits" layer.
 
-    The encoder takes the images as they come (no ImageNet preprocessing layer): the pipeline's per-channel
-    standardisation is close enough for fine-tuning, since batch norm re-estimates the statistics.
+    Keras 3 has no segmentation_models (that package is Keras 2 only), so the decoder is joined here: five
+    upsampling steps from 1/32 of the input size, each concatenating the encoder's last feature map at that
+    size (``encoder_features``; the images themselves at full size). The encoder takes the images as the
+    pipeline normalises them (no ImageNet preprocessing layer): batch norm re-estimates the statistics.
 
     Args:
         input_shape: (height, width, channels), height and width divisible by 32; any number of channels.
-        output_channels: one sigmoid channel per (possibly overlapping) class.
-        weights: None (random), "imagenet" (falls back to None with a warning when offline) or the path to a
-            ResNet50 ``include_top=False`` weights file. Pretrained RGB weights are adapted to other channel
-            counts with ``adapt_first_convolution``.
+        output_channels: one logit channel per (possibly overlapping) class.
+        encoder: a keras.applications model name: ResNet50, ResNet101, EfficientNetB0 ... B7, ConvNeXtTiny,
+            MobileNetV3Large, ...
+        weights: None (random), "imagenet" (falls back to None with a warning when offline) or the path to the
+            encoder's ``include_top=False`` weights file. Pretrained RGB weights are adapted to other channel
+            counts (``adapt_weight``).
         decoder_filters: filters of the five decoder blocks, from 1/16 of the input size to full size.
-        name: the model's name.
-
-    Returns:
-        A ``keras.Model`` mapping images to per-pixel probabilities.
+        name: the model's name; default "<encoder>_unet" in lower case.
     """
-    height, width, channels = input_shape
-    if height % RESNET50_STRIDE or width % RESNET50_STRIDE:
-        raise ValueError(f"input size {(height, width)} must be divisible by {RESNET50_STRIDE} for ResNet50")
-    if len(decoder_filters) != len(RESNET50_SKIPS) + 1:
-        raise ValueError(f"decoder_filters needs {len(RESNET50_SKIPS) + 1} values, got {decoder_filters}")
+    height, width, _ = input_shape
+    if height % ENCODER_STRIDE or width % ENCODER_STRIDE:
+        raise ValueError(f"input size {(height, width)} must be divisible by {ENCODER_STRIDE} for {encoder}")
+    if len(decoder_filters) != 5:
+        raise ValueError(f"decoder_filters needs 5 values, got {decoder_filters}")
     if weights not in (None, "imagenet"):
         if not os.path.isfile(weights):
             raise ValueError(f"weights must be None, 'imagenet' or the path to a weights file, got {weights!r}")
         weights = os.fspath(weights)  # keras.applications compares and loads strings, not pathlib paths
-    source_encoder = None if weights is None else pretrained_resnet50(weights, height, width)
+    source = None if weights is None else pretrained_encoder(encoder, weights, height, width)
 
     inputs = keras.Input(shape=input_shape, name="images")
-    encoder = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=inputs)
-    x = encoder.get_layer(RESNET50_BRIDGE).output
-    # The last step back to full size joins the images themselves: ResNet50 has no full-resolution feature map.
-    skips = [encoder.get_layer(layer_name).output for layer_name in RESNET50_SKIPS] + [inputs]
-    for index, (skip, filters) in enumerate(zip(skips, decoder_filters)):
+    backbone = make_encoder(encoder, input_tensor=inputs)
+    skip_names, bridge = encoder_features(backbone, height)
+    x = backbone.get_layer(bridge).output
+    skips = {backbone.get_layer(skip).output.shape[1]: backbone.get_layer(skip).output for skip in skip_names}
+    skips[height] = inputs
+    for index, filters in enumerate(decoder_filters):
         x = layers.UpSampling2D(2, name=f"decoder{index}_upsampling")(x)
-        x = layers.Concatenate(name=f"decoder{index}_concat")([x, skip])
+        if x.shape[1] in skips:
+            x = layers.Concatenate(name=f"decoder{index}_concat")([x, skips[x.shape[1]]])
         x = conv_block(x, filters, batch_norm=True, name=f"decoder{index}")
 
-    # The same head as build_unet, so losses, prediction and saving treat both alike.
-    logits = layers.Conv2D(output_channels, 1, name="logits", dtype="float32")(x)
-    probabilities = layers.Activation("sigmoid", name="probabilities", dtype="float32")(logits)
-    model = keras.Model(inputs, probabilities, name=name)
-    if source_encoder is not None:
-        transfer_encoder_weights(source_encoder, model)
+    # The same head as build_unet, so losses, prediction and saving treat every model alike.
+    model = keras.Model(inputs, logits_head(x, output_channels), name=name or f"{encoder.lower()}_unet")
+    if source is not None:
+        transfer_encoder_weights(source, model)
     return model
 
 
-ARCHITECTURES = {"unet": build_unet, "resnet50_unet": build_resnet50_unet}
+def build_resnet50_unet(input_shape, output_channels=1, weights=None, decoder_filters=(256, 128, 64, 32, 16),
+                        name="resnet50_unet"):
+    """``build_encoder_unet`` with a ResNet50 encoder (the "resnet50_unet" architecture)."""
+    return build_encoder_unet(input_shape, output_channels, "ResNet50", weights, decoder_filters, name)
+
+
+ARCHITECTURES = {"unet": build_unet, "encoder_unet": build_encoder_unet, "resnet50_unet": build_resnet50_unet}
 
 
 def build_model(architecture, input_shape, output_channels=1, **options):
@@ -327,12 +377,12 @@ def build_model(architecture, input_shape, output_channels=1, **options):
     Args:
         architecture: a key of ``ARCHITECTURES``.
         input_shape: (height, width, channels).
-        output_channels: one sigmoid channel per class.
+        output_channels: one logit channel per class.
         **options: the builder's other keyword arguments (e.g. ``depth`` for "unet", ``weights`` for
             "resnet50_unet").
 
     Returns:
-        A ``keras.Model`` with the "logits" and "probabilities" layers.
+        A ``keras.Model`` ending in the "logits" layer.
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")

@@ -237,7 +237,7 @@ def learning_curves(history):
     """
     folds = history.groupby("fold") if "fold" in history else [(None, history)]
     names = [name for name in history.select_dtypes("number").columns
-             if not name.startswith("val_") and name not in ("learning_rate", "fold")]
+             if not name.startswith("val_") and name not in ("learning_rate", "fold", "minutes")]
     figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
     for fold, fold_history in folds:
         suffix = "" if fold is None else f" fold {fold}"

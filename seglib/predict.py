@@ -11,6 +11,7 @@ batch by batch, so a fold ensemble with TTA costs time but no memory.
 import math
 
 import numpy as np
+from scipy.special import expit
 from tqdm.auto import tqdm
 
 from seglib.data import make_dataset, reader_errors
@@ -21,7 +22,8 @@ EMPTY_VETO_THRESHOLD = 0.5
 
 
 def model_probabilities(model, images):
-    """Per-pixel probabilities of one model on a batch, with its empty-image head's veto applied if it has one.
+    """Per-pixel probabilities of one model on a batch (the sigmoid of its logits), with its empty-image head's
+    veto applied if it has one.
 
     Returns:
         float32 (batch, size, size, classes).
@@ -30,9 +32,9 @@ def model_probabilities(model, images):
     # every replica and returns their outputs concatenated.
     outputs = model.predict(images, batch_size=len(images), verbose=0)
     if not isinstance(outputs, dict):
-        return np.asarray(outputs, dtype=np.float32)
-    probabilities = np.asarray(outputs["probabilities"], dtype=np.float32)
-    keep = np.asarray(outputs["non_empty"]) >= EMPTY_VETO_THRESHOLD
+        return expit(np.asarray(outputs, dtype=np.float32))
+    probabilities = expit(np.asarray(outputs["logits"], dtype=np.float32))
+    keep = expit(np.asarray(outputs["non_empty"], dtype=np.float32)) >= EMPTY_VETO_THRESHOLD
     return probabilities * keep[:, np.newaxis, np.newaxis, :]
 
 

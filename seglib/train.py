@@ -4,12 +4,18 @@ Kaggle kernels stop hard after a fixed time; a run that is killed loses everythi
 So fit keeps the best checkpoint on disk as it goes, stops cleanly when its time budget is spent, and
 finally promotes the best checkpoint to RUN_DIR/model.keras atomically.
 
+Model selection watches the competition score of the validation images ("val_score", ``losses.ImageScore``),
+not the validation loss: the best checkpoint, early stopping and the plateau schedule all maximise it. The
+learning rate anneals along a cosine over the wall-clock budget (``WallClockCosine``), so a time-limited run ends
+cooled down instead of being cut in the middle of a plateau.
+
 ``fit_recipe`` adds the two-stage schedule of the TGS winners: train with BCE (+ Dice), then fine-tune the best
 checkpoint with the Lovasz hinge, which optimises IoU itself but learns poorly from scratch.
 """
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -20,62 +26,119 @@ import tensorflow as tf
 
 from seglib import artifacts, models
 from seglib.data import reader_errors
-from seglib.losses import get_loss
+from seglib.losses import ImageScore, get_loss
+
+SCHEDULES = ("cosine", "plateau")
+# The column of the CSV log holding the minutes a fit has run at the end of each epoch: a resumed fit goes on
+# with the budget (and the cosine) where the killed one stopped.
+MINUTES = "minutes"
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stop training after ``minutes`` of wall-clock time, at the end of the running batch.
+    """Stop training after ``minutes`` of wall-clock time, at the end of the running batch, and log the minutes
+    spent at the end of every epoch (column "minutes").
 
     Keras has no time-based stopping callback; EarlyStopping watches metrics only.
+
+    Args:
+        minutes: the budget, or None for none.
+        spent: minutes already spent by a killed fit this one resumes.
+        clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, minutes):
+    def __init__(self, minutes, spent=0.0, clock=time.monotonic):
         super().__init__()
         if minutes is not None and minutes <= 0:
             raise ValueError(f"time budget must be positive minutes or None, got {minutes}")
-        self.minutes = minutes
+        self.minutes, self.spent, self.clock = minutes, spent, clock
         self.started = None
         self.stopped_early = False
 
+    def elapsed(self):
+        """Minutes spent, those of a resumed fit included."""
+        return self.spent + (self.clock() - self.started) / 60
+
     def on_train_begin(self, logs=None):
-        self.started = time.monotonic()
+        self.started = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.minutes is not None and time.monotonic() - self.started > 60 * self.minutes:
+        if self.minutes is not None and self.elapsed() > self.minutes:
             self.model.stop_training = True
             self.stopped_early = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[MINUTES] = self.elapsed()
 
     def on_train_end(self, logs=None):
         if self.stopped_early:
             print(f"Time budget of {self.minutes} min spent: training stopped.")
 
 
+class WallClockCosine(keras.callbacks.Callback):
+    """Anneal the learning rate along a cosine from ``initial`` to ``final`` over the fit: over the wall-clock
+    budget when there is one (or over the epochs, whichever runs out first), set before every batch.
+
+    Keras' CosineDecay counts optimizer steps, which a time budget cannot know in advance; a run cut by its
+    budget would stop at a high rate, mid-plateau.
+
+    Args:
+        budget: the ``TimeBudget`` whose clock and minutes this follows.
+        initial, final: the learning rates at the start and at the end.
+        epochs: the fit's epoch limit.
+    """
+
+    def __init__(self, budget, initial, final, epochs):
+        super().__init__()
+        self.budget, self.initial, self.final, self.epochs = budget, initial, final, epochs
+        self.epoch = 0
+
+    def fraction(self):
+        """How much of the fit has passed, from 0 to 1."""
+        by_time = self.budget.elapsed() / self.budget.minutes if self.budget.minutes else 0.0
+        return min(1.0, max(by_time, self.epoch / self.epochs))
+
+    def rate(self):
+        return self.final + (self.initial - self.final) * 0.5 * (1 + math.cos(math.pi * self.fraction()))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever the validation loss improves, atomically.
+    """Save the model whenever the monitored validation score improves, atomically.
 
     Keras' ModelCheckpoint writes the file in place, so a kill in the middle of a save leaves a broken
     checkpoint that a resumed run would then promote; this writes a temporary file and renames it.
 
     Args:
         path: the checkpoint file (.keras).
-        best: the best validation loss so far (a resumed fit), or None.
+        monitor: the log entry to maximise, e.g. "val_score".
+        best: the best value so far (a resumed fit), or None.
     """
 
-    def __init__(self, path, best=None):
+    def __init__(self, path, monitor, best=None):
         super().__init__()
-        self.path = Path(path)
-        self.best = float("inf") if best is None else best
+        self.path, self.monitor = Path(path), monitor
+        self.best = -float("inf") if best is None else best
 
     def on_epoch_end(self, epoch, logs=None):
-        current = (logs or {}).get("val_loss")
-        if current is not None and current < self.best:
+        current = (logs or {}).get(self.monitor)
+        if current is not None and current > self.best:
             self.best = current
             with artifacts.atomic_path(self.path) as temporary:
                 self.model.save(temporary)
 
 
-def compile_model(model, loss="bce", learning_rate=1e-3, jit_compile="auto"):
-    """Compile with Adam, the named loss and a pixel IoU to watch while training.
+def compile_model(model, loss="bce", learning_rate=1e-3, jit_compile="auto", metric="tgs", crop=None):
+    """Compile with Adam, the named loss (on logits), the competition score and a pixel IoU to watch.
 
     A model with an empty-image head gets binary cross-entropy on that head too (deep supervision), with the
     pixel loss on the masks.
@@ -84,79 +147,91 @@ def compile_model(model, loss="bce", learning_rate=1e-3, jit_compile="auto"):
         jit_compile: XLA compilation of the train step: True, False, or "auto" (Keras' choice: on with a GPU
             or TPU, off on a CPU-only machine, where benchmarks/training_throughput.py measured XLA at a third
             to half the speed).
+        metric, crop: the competition score logged as "score" (``losses.ImageScore``): "tgs" or "dice", and the
+            original image's box inside padded inputs (``Geometry.crop``).
     """
-    iou = keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5, name="iou")
+    # Pixel IoU over the batch ("iou"), for comparison with Keras examples; logits > 0 is probability > 0.5.
+    watched = [ImageScore(metric, crop, name="score"),
+               keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0, name="iou")]
     if models.has_empty_head(model):
-        losses = {"probabilities": get_loss(loss), "non_empty": keras.losses.BinaryCrossentropy()}
-        metrics = {"probabilities": [iou]}
+        losses = {"logits": get_loss(loss), "non_empty": keras.losses.BinaryCrossentropy(from_logits=True)}
+        metrics = {"logits": watched}
     else:
-        losses, metrics = get_loss(loss), [iou]
+        losses, metrics = get_loss(loss), watched
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, metrics=metrics,
                   jit_compile=jit_compile)
     return model
 
 
+def compiled_score(model):
+    """The ``metric`` and ``crop`` of the ImageScore a (loaded) model was compiled with."""
+    metrics = model.get_compile_config()["metrics"]
+    for entry in metrics.get("logits", []) if isinstance(metrics, dict) else metrics:
+        if isinstance(entry, dict) and entry.get("class_name") == "ImageScore":
+            return {"metric": entry["config"]["metric"], "crop": entry["config"]["crop"]}
+    raise ValueError(f"model {model.name!r} was not compiled by seglib.train.compile_model (no ImageScore)")
+
+
 def with_empty_targets(dataset):
     """Give each batch of masks the image-level target of the empty-image head: is each class present."""
     def targets(images, masks):
-        return images, {"probabilities": masks, "non_empty": tf.reduce_max(masks, axis=(1, 2))}
+        return images, {"logits": masks, "non_empty": tf.reduce_max(masks, axis=(1, 2))}
 
     return dataset.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def monitored(model):
+    """The log entry model selection maximises: the validation competition score."""
+    return "val_logits_score" if models.has_empty_head(model) else "val_score"
+
+
 def fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes=None, patience=10, verbose=2,
-        history_name=artifacts.HISTORY, resume=True):
-    """Fit ``model`` and save the best epoch (lowest validation loss) as RUN_DIR/model.keras.
+        history_name=artifacts.HISTORY, resume=True, schedule="cosine", final_learning_rate=0.0):
+    """Fit ``model`` and save the best epoch (highest validation competition score) as RUN_DIR/model.keras.
 
     After every epoch the weights, the optimizer and the epoch number are backed up (Keras' BackupAndRestore) in
     RUN_DIR/backup/<history name>/; if the process is killed (kill -9, a Kaggle session ending), the same call
-    run again continues from the last finished epoch. The backup is deleted when the fit ends normally.
+    run again continues from the last finished epoch, with what is left of the budget. The backup is deleted
+    when the fit ends normally.
 
     Args:
-        model: a compiled Keras model.
+        model: a model compiled by ``compile_model`` (its learning rate is the schedule's start).
         train_dataset, validation_dataset: from ``seglib.data.make_dataset``.
         run_dir: the run folder.
         epochs: the most epochs to run.
         minutes: wall-clock budget for the whole fit, or None.
-        patience: epochs without validation improvement before early stopping (learning rate halves
-            after half of that).
+        patience: epochs without validation improvement before early stopping (with the "plateau" schedule the
+            learning rate halves after half of that).
         verbose: Keras' progress display (1 = progress bar, 2 = one line per epoch).
         history_name: the CSV log's file name in ``run_dir``.
         resume: continue from a backup left by a killed run of this fit; False starts afresh.
+        schedule: "cosine" (to ``final_learning_rate`` over the budget, see ``WallClockCosine``) or "plateau"
+            (Keras' ReduceLROnPlateau on the validation score).
 
     Returns:
         The per-epoch history as a DataFrame (every epoch, those before a resume included).
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; known: {SCHEDULES}")
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / artifacts.CHECKPOINT
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     history_path = run_dir / history_name
     backup_dir = run_dir / artifacts.BACKUP / Path(history_name).stem
     settings = fit_settings(model, train_dataset, epochs, patience)
-    resuming = resume and resumable(backup_dir, settings)
-    if resuming:
-        finished = read_history(history_path) if history_path.exists() else pd.DataFrame()
-        best_so_far = float(finished["val_loss"].min()) if "val_loss" in finished else None
-        print(f"Resuming from the backup in {backup_dir} after {len(finished)} finished epoch(s) "
-              f"(best val_loss so far {best_so_far}); delete that folder to start afresh.")
+    finished = pd.DataFrame()
+    if resume and resumable(backup_dir, settings):
+        finished = read_history(history_path) if history_path.exists() else finished
+        print(f"Resuming from the backup in {backup_dir} after {len(finished)} finished epoch(s); delete that "
+              "folder to start afresh.")
     else:
         shutil.rmtree(backup_dir, ignore_errors=True)
         # A checkpoint left by an earlier stage or run would be promoted if this fit never improved on nothing.
         checkpoint_path.unlink(missing_ok=True)
-        best_so_far = None
     backup_dir.mkdir(parents=True, exist_ok=True)
     artifacts.save_json(backup_dir / SETTINGS_FILE, settings)
-    time_budget = TimeBudget(minutes)
-    callbacks = [
-        BestCheckpoint(checkpoint_path, best_so_far),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2)),
-        keras.callbacks.CSVLogger(history_path, append=resuming),
-        # Last of the epoch-end savers: an epoch counts as finished only once its checkpoint and log row are on
-        # disk. double_checkpoint keeps the previous backup in case a kill lands while the latest is written.
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=True),
-        time_budget,
-    ]
+    callbacks = fit_callbacks(model, checkpoint_path, history_path, backup_dir, finished, epochs, minutes, patience,
+                              schedule, final_learning_rate)
     if models.has_empty_head(model):
         train_dataset, validation_dataset = with_empty_targets(train_dataset), with_empty_targets(validation_dataset)
     with reader_errors():
@@ -168,9 +243,32 @@ def fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes=None,
         raise RuntimeError(f"training ended before the first epoch finished; nothing saved in {checkpoint_path}")
     with artifacts.atomic_path(run_dir / artifacts.MODEL) as temporary:
         shutil.copyfile(checkpoint_path, temporary)
-    if resuming:
+    if len(finished):
         return read_history(history_path)
     return pd.DataFrame(history.history).rename_axis("epoch")
+
+
+def fit_callbacks(model, checkpoint_path, history_path, backup_dir, finished, epochs, minutes, patience, schedule,
+                  final_learning_rate):
+    """The callbacks of ``fit``, in the order they must run at the end of an epoch; ``finished`` is the log of
+    the epochs a resumed fit already has (empty otherwise)."""
+    monitor = monitored(model)
+    best = float(finished[monitor].max()) if monitor in finished else None
+    budget = TimeBudget(minutes, spent=float(finished[MINUTES].iloc[-1]) if MINUTES in finished else 0.0)
+    initial = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    rate = (WallClockCosine(budget, initial, final_learning_rate, epochs) if schedule == "cosine" else
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
+                                              patience=max(1, patience // 2)))
+    return [
+        budget,  # first: it logs the minutes spent, which CSVLogger writes
+        rate,
+        BestCheckpoint(checkpoint_path, monitor, best),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
+        keras.callbacks.CSVLogger(history_path, append=len(finished) > 0),
+        # Last of the epoch-end savers: an epoch counts as finished only once its checkpoint and log row are on
+        # disk. double_checkpoint keeps the previous backup in case a kill lands while the latest is written.
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=True),
+    ]
 
 
 def read_history(path):
@@ -215,22 +313,22 @@ def resumable(backup_dir, settings=None):
 
 
 def fine_tune(run_dir, train_dataset, validation_dataset, loss="lovasz", learning_rate=1e-4, epochs=20, minutes=None,
-              patience=10, verbose=2):
-    """Second stage: reload RUN_DIR/model.keras, recompile with ``loss`` and keep training; the best epoch of
-    this stage (lowest validation ``loss``) replaces model.keras.
+              patience=10, verbose=2, schedule="cosine"):
+    """Second stage: reload RUN_DIR/model.keras, recompile it with ``loss`` (watching the same score) and keep
+    training; the best epoch of this stage replaces model.keras.
 
     Returns:
         The stage's per-epoch history as a DataFrame (logged to ``history_fine_tune.csv``).
     """
     model = keras.models.load_model(Path(run_dir) / artifacts.MODEL)
-    compile_model(model, loss=loss, learning_rate=learning_rate)
+    compile_model(model, loss=loss, learning_rate=learning_rate, **compiled_score(model))
     return fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes, patience, verbose,
-               history_name=artifacts.FINE_TUNE_HISTORY)
+               history_name=artifacts.FINE_TUNE_HISTORY, schedule=schedule)
 
 
 def fit_recipe(model, train_dataset, validation_dataset, run_dir, epochs, minutes=None, patience=10,
                fine_tune_loss=None, fine_tune_epochs=20, fine_tune_minutes=None, fine_tune_learning_rate=1e-4,
-               verbose=2):
+               verbose=2, schedule="cosine"):
     """``fit``, then optionally ``fine_tune`` with ``fine_tune_loss`` (e.g. "lovasz"): the two-stage schedule.
 
     A run killed during the fine-tuning stage goes on with that stage when run again: the first stage's model and
@@ -246,11 +344,12 @@ def fit_recipe(model, train_dataset, validation_dataset, run_dir, epochs, minute
         print("The first stage finished before the run was stopped: going on with the fine-tuning stage.")
         history = read_history(run_dir / artifacts.HISTORY).reset_index(drop=True)
     else:
-        history = fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes, patience, verbose)
+        history = fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes, patience, verbose,
+                      schedule=schedule)
     history["stage"] = "train"
     if fine_tune_loss:
         second = fine_tune(run_dir, train_dataset, validation_dataset, fine_tune_loss, fine_tune_learning_rate,
-                           fine_tune_epochs, fine_tune_minutes, patience, verbose)
+                           fine_tune_epochs, fine_tune_minutes, patience, verbose, schedule)
         second["stage"] = f"fine-tune {fine_tune_loss}"
         history = pd.concat([history, second], ignore_index=True).rename_axis("epoch")
     return history, keras.models.load_model(Path(run_dir) / artifacts.MODEL)

@@ -603,7 +603,7 @@ def test_cli_usage_errors_exit_2(sample_dir, tmp_path, capsys):
     assert main(["check", "no-such-competition", str(sample_dir), "--quiet"]) == 2
     assert "unknown competition 'no-such-competition'" in capsys.readouterr().err
     assert main(["check", "tgs", str(tmp_path / "missing"), "--quiet"]) == 2
-    assert "competition folder not found" in capsys.readouterr().err
+    assert f"data folder for 'tgs' not found: {tmp_path / 'missing'}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as raised:
         main(["check", "tgs"])
     assert raised.value.code == 2

@@ -128,9 +128,10 @@ def test_store_replaces_an_older_store_and_averages_runs(tmp_path):
 
 
 def constant_model(value, size=8):
-    """A model whose output is ``value`` everywhere plus 0.1 times its input's first channel."""
+    """A model whose probabilities are ``value`` everywhere plus 0.1 times its input's first channel (it outputs
+    their logits, as seglib's models do)."""
     inputs = keras.Input((size, size, 1))
-    outputs = keras.layers.Lambda(lambda x: value + 0.1 * x)(inputs)
+    outputs = keras.layers.Lambda(lambda x: keras.ops.log((value + 0.1 * x) / (1 - value - 0.1 * x)))(inputs)
     return keras.Model(inputs, outputs)
 
 
@@ -138,18 +139,18 @@ def test_ensemble_averages_models_and_undoes_tta():
     images = np.random.default_rng(0).uniform(size=(2, 8, 8, 1)).astype(np.float32)
     averaged = predict.ensemble_probabilities([constant_model(0.2), constant_model(0.6)], images, tta="d4")
     # Each model is pixel-wise, so TTA with exact inverses changes nothing and the mean of the two is exact.
-    np.testing.assert_allclose(averaged, 0.4 + 0.1 * images, atol=1e-6)
+    np.testing.assert_allclose(averaged, 0.4 + 0.1 * images, atol=1e-5)
 
 
 def test_empty_head_vetoes_the_mask_below_the_veto_threshold():
     inputs = keras.Input((8, 8, 1))
-    pixels = keras.layers.Lambda(lambda x: 0.0 * x + 0.9)(inputs)
-    # The image-level output is the image's mean: one image above the veto threshold, one below.
-    non_empty = keras.layers.GlobalAveragePooling2D()(inputs)
-    model = keras.Model(inputs, {"probabilities": pixels, "non_empty": non_empty})
+    pixels = keras.layers.Lambda(lambda x: 0.0 * x + 2.0)(inputs)  # logit 2: probability 0.881
+    # The image-level logit is the image's mean - 0.5: one image above the veto threshold, one below.
+    non_empty = keras.layers.Lambda(lambda x: x - 0.5)(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, {"logits": pixels, "non_empty": non_empty})
     images = np.stack([np.full((8, 8, 1), 0.8), np.full((8, 8, 1), 0.2)]).astype(np.float32)
     probabilities = predict.model_probabilities(model, images)
-    np.testing.assert_allclose(probabilities[0], 0.9, atol=1e-6)
+    np.testing.assert_allclose(probabilities[0], 1 / (1 + np.exp(-2.0)), atol=1e-6)
     np.testing.assert_array_equal(probabilities[1], 0.0)
 
 
@@ -177,10 +178,10 @@ def test_two_stage_fine_tunes_the_best_checkpoint_with_lovasz(tmp_path):
     assert len(first_stage) == 2 and len(second_stage) == 2
     # The second stage trains with the Lovasz loss (its logged loss is not the first stage's BCE + Dice) ...
     assert best.loss.name == "lovasz_hinge"
-    # ... and its best epoch replaced model.keras: its validation loss is the second stage's best.
+    # ... and its best epoch replaced model.keras: its validation score is the second stage's best.
     reloaded = keras.models.load_model(tmp_path / artifacts.MODEL)
-    loss = reloaded.evaluate(random_dataset(4, 2), verbose=0, return_dict=True)["loss"]
-    assert loss == pytest.approx(second_stage["val_loss"].min(), rel=1e-4)
+    score = reloaded.evaluate(random_dataset(4, 2), verbose=0, return_dict=True)["score"]
+    assert score == pytest.approx(second_stage["val_score"].max(), rel=1e-5)
     assert not list(tmp_path.rglob("*.partial*"))
 
 
@@ -195,14 +196,14 @@ def test_empty_head_trains_jointly_and_predicts_with_its_veto(tmp_path):
     train.compile_model(model, loss="bce_dice", learning_rate=1e-2)
     history = train.fit(model, random_dataset(8, 1), random_dataset(4, 2), tmp_path, epochs=2, verbose=0)
     # Deep supervision: the image-level head has its own loss term next to the masks'.
-    assert {"non_empty_loss", "probabilities_loss", "val_non_empty_loss"} <= set(history.columns)
+    assert {"non_empty_loss", "logits_loss", "val_non_empty_loss", "val_logits_score"} <= set(history.columns)
     reloaded = keras.models.load_model(tmp_path / artifacts.MODEL)
     images = np.random.default_rng(3).normal(size=(4, 32, 32, 1)).astype(np.float32)
     outputs = reloaded.predict_on_batch(images)
-    vetoed = outputs["non_empty"][:, 0] < predict.EMPTY_VETO_THRESHOLD
+    vetoed = 1 / (1 + np.exp(-outputs["non_empty"][:, 0])) < predict.EMPTY_VETO_THRESHOLD
     probabilities = predict.model_probabilities(reloaded, images)
     assert np.all(probabilities[vetoed] == 0)
-    np.testing.assert_allclose(probabilities[~vetoed], outputs["probabilities"][~vetoed], atol=1e-6)
+    np.testing.assert_allclose(probabilities[~vetoed], 1 / (1 + np.exp(-outputs["logits"][~vetoed])), atol=1e-6)
 
 
 def test_read_gives_the_rows_of_the_memory_map(tmp_path):

@@ -130,8 +130,8 @@ RUN_SCRIPT = textwrap.dedent('''
     from seglib.predict import predict_model_size
     seglib_predictions = predict_model_size(mirrored, competition, ids[:PREDICT_IMAGES], geometry, normalization,
                                             BATCH, "train", progress=False, tta="hflip")
-    reference = (single_predictions + single.predict(predict_dataset.map(lambda images: images[:, :, ::-1]),
-                                                     verbose=0)[:, :, ::-1]) / 2
+    flipped = single.predict(predict_dataset.map(lambda images: images[:, :, ::-1]), verbose=0)[:, :, ::-1]
+    reference = (1 / (1 + np.exp(-single_predictions)) + 1 / (1 + np.exp(-flipped))) / 2  # the models give logits
     results["seglib_prediction_shape"] = list(seglib_predictions.shape)
     results["seglib_prediction_error"] = float(np.max(np.abs(seglib_predictions.astype(np.float32) - reference)))
     json.dump(results, open(out_path, "w"))

@@ -47,10 +47,10 @@ def test_lovasz_hinge_equals_the_reference():
 def test_lovasz_gradient_is_finite_and_non_zero_with_empty_masks():
     labels, logits = random_batch(1)
     labels[:] = 0.0  # every mask empty
-    probabilities = tf.Variable(tf.sigmoid(logits))
+    logits = tf.Variable(logits)
     with tf.GradientTape() as tape:
-        loss = LovaszHinge()(tf.constant(labels), probabilities)
-    gradient = tape.gradient(loss, probabilities).numpy()
+        loss = LovaszHinge()(tf.constant(labels), logits)
+    gradient = tape.gradient(loss, logits).numpy()
     assert np.isfinite(float(loss)) and float(loss) > 0
     assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
 
@@ -59,8 +59,13 @@ def test_lovasz_is_zero_for_confident_correct_logits():
     labels, _ = random_batch(2)
     confident = np.where(labels > 0, 3.0, -3.0).astype(np.float32)  # margins beyond the hinge
     assert float(np.max(lovasz_hinge(tf.constant(labels), tf.constant(confident)))) == 0.0
-    assert float(get_loss("lovasz")(labels, tf.sigmoid(confident))) == pytest.approx(0.0, abs=1e-5)
-    assert float(get_loss("lovasz")(labels, tf.sigmoid(-confident))) > 1.0
+    assert float(get_loss("lovasz")(labels, confident)) == pytest.approx(0.0, abs=1e-5)
+    assert float(get_loss("lovasz")(labels, -confident)) > 1.0
+    # Real logits: saturated pixels still have a gradient (no probabilities clipped back to logits).
+    saturated = tf.Variable(np.where(labels > 0, -40.0, 40.0).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = get_loss("lovasz")(labels, saturated)
+    assert np.abs(tape.gradient(loss, saturated).numpy()).sum() > 0
 
 
 # --- TTA -------------------------------------------------------------------------------------------------------

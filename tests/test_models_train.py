@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from seglib import artifacts, train
-from seglib.losses import LOSSES, BCEDice, get_loss
+from seglib.losses import LOSSES, BCEDice, ImageScore, get_loss
+from seglib.metrics import get_metric
 from seglib.models import CLASSIC_TGS, build_unet
 
 
@@ -53,11 +54,10 @@ def test_classic_tgs_parameter_count_and_outputs():
     )
     assert model.count_params() == expected
     assert tuple(model.output.shape) == (None, 128, 128, 1)
-    assert model.get_layer("logits") is not None
-    assert model.get_layer("probabilities") is model.layers[-1]
+    assert model.get_layer("logits") is model.layers[-1]
     outputs = model.predict_on_batch(np.random.default_rng(0).normal(size=(2, 128, 128, 1)).astype("float32"))
     assert outputs.shape == (2, 128, 128, 1)
-    assert (outputs > 0).all() and (outputs < 1).all()
+    assert np.isfinite(outputs).all() and (outputs < 0).any() and (outputs > 0).any()  # logits
 
 
 @pytest.mark.parametrize("channels, depth, base_filters, output_channels", [(3, 2, 4, 1), (1, 3, 6, 2)])
@@ -96,8 +96,8 @@ def test_size_not_divisible(shape, depth):
 def random_batch(seed=0, shape=(4, 16, 16, 1)):
     rng = np.random.default_rng(seed)
     y_true = (rng.uniform(size=shape) > 0.6).astype("float32")
-    y_pred = rng.uniform(0.01, 0.99, size=shape).astype("float32")
-    return y_true, y_pred
+    logits = rng.normal(scale=2.0, size=shape).astype("float32")
+    return y_true, logits
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -106,8 +106,8 @@ def test_every_loss_gives_a_finite_scalar(name):
     value = keras.ops.convert_to_numpy(get_loss(name)(y_true, y_pred))
     assert value.shape == ()
     assert np.isfinite(value) and value > 0
-    # A perfect prediction scores lower than a random one.
-    assert keras.ops.convert_to_numpy(get_loss(name)(y_true, np.clip(y_true, 0.01, 0.99))) < value
+    # A perfect prediction (confident logits of the right sign) scores lower than a random one.
+    assert keras.ops.convert_to_numpy(get_loss(name)(y_true, 8.0 * (2 * y_true - 1))) < value
 
 
 def test_unknown_loss():
@@ -119,8 +119,8 @@ def test_unknown_loss():
 def test_bce_dice_is_bce_plus_dice(dice_weight):
     y_true, y_pred = random_batch(seed=3)
     combined = float(BCEDice(dice_weight=dice_weight)(y_true, y_pred))
-    bce = float(keras.losses.BinaryCrossentropy()(y_true, y_pred))
-    dice = float(keras.losses.Dice(axis=(1, 2))(y_true, y_pred))  # per image and class, as BCEDice
+    bce = float(keras.losses.BinaryCrossentropy(from_logits=True)(y_true, y_pred))
+    dice = float(keras.losses.Dice(axis=(1, 2))(y_true, 1 / (1 + np.exp(-y_pred))))  # per image and class
     assert combined == pytest.approx(bce + dice_weight * dice, rel=1e-6)
     assert BCEDice.from_config(BCEDice(dice_weight=dice_weight).get_config()).dice_weight == dice_weight
 
@@ -145,7 +145,8 @@ def test_fit_writes_artifacts(tmp_path):
     history = train.fit(model, random_dataset(8, 4, seed=4), random_dataset(4, 4, seed=5), tmp_path, epochs=2,
                         verbose=0)
     assert isinstance(history, pd.DataFrame) and len(history) == 2
-    assert {"loss", "val_loss", "iou", "val_iou"} <= set(history.columns)
+    assert {"loss", "val_loss", "iou", "val_iou", "score", "val_score", "minutes", "learning_rate"} <= \
+        set(history.columns)
     assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
     model_path, checkpoint = tmp_path / artifacts.MODEL, tmp_path / artifacts.CHECKPOINT
     assert model_path.is_file() and checkpoint.is_file()
@@ -155,10 +156,10 @@ def test_fit_writes_artifacts(tmp_path):
     np.testing.assert_allclose(logged["val_loss"], history["val_loss"], rtol=1e-5)
     leftovers = [path.name for path in tmp_path.rglob("*") if ".partial" in path.name]
     assert leftovers == []
-    # The promoted model is the best epoch's: its validation loss matches the lowest in the history.
+    # The promoted model is the best epoch's: its validation score is the highest in the history.
     reloaded = keras.models.load_model(model_path)
-    reloaded_loss = reloaded.evaluate(random_dataset(4, 4, seed=5), verbose=0, return_dict=True)["loss"]
-    assert reloaded_loss == pytest.approx(history["val_loss"].min(), rel=1e-4)
+    reloaded_score = reloaded.evaluate(random_dataset(4, 4, seed=5), verbose=0, return_dict=True)["score"]
+    assert reloaded_score == pytest.approx(history["val_score"].max(), rel=1e-6)
 
 
 def test_time_budget_stops_after_the_first_batch(tmp_path, capsys):
@@ -181,3 +182,62 @@ def test_time_budget_none_never_stops():
 def test_time_budget_must_be_positive(minutes):
     with pytest.raises(ValueError):
         train.TimeBudget(minutes)
+
+
+# --- the competition score as a Keras metric, and the wall-clock schedule ---------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["tgs", "dice"])
+@pytest.mark.parametrize("crop", [None, (3, 2, 10, 11)])
+def test_image_score_equals_seglib_metrics(metric, crop):
+    rng = np.random.default_rng(7)
+    truth = np.zeros((12, 16, 16, 1), np.float32)
+    for index in range(12):  # blobs of every size, some empty, some filling the image
+        top, left, size = rng.integers(0, 12), rng.integers(0, 12), index % 6 * 3
+        truth[index, top:top + size, left:left + size] = 1
+    truth[-1] = 1
+    logits = np.where(truth > 0, 1.0, -1.0) + rng.normal(scale=1.2, size=truth.shape).astype(np.float32)
+    logits[2] = -5.0  # empty prediction of a small mask; image 0's is empty on empty
+    logits[0] = -5.0
+    score = ImageScore(metric, crop)
+    score.update_state(truth[:5], logits[:5])  # two batches of unequal size: the mean is over all images
+    score.update_state(truth[5:], logits[5:])
+    top, left, height, width = crop or (0, 0, 16, 16)
+    window = (slice(None), slice(top, top + height), slice(left, left + width), 0)
+    expected = get_metric(metric).image_scores(truth[window] > 0.5, logits[window] > 0).mean()
+    assert float(score.result()) == pytest.approx(expected, abs=1e-6)
+    assert 0 < expected < 1
+    score.reset_state()
+    assert float(score.result()) == 0.0
+
+
+def test_cosine_reaches_its_final_rate_when_the_budget_ends():
+    clock = {"now": 100.0}
+    budget = train.TimeBudget(10.0, clock=lambda: clock["now"])
+    schedule = train.WallClockCosine(budget, initial=1e-3, final=1e-5, epochs=1000)
+    budget.on_train_begin()
+    rates = []
+    for minute in (0, 2.5, 5, 7.5, 10, 12):
+        clock["now"] = 100.0 + 60 * minute
+        rates.append(schedule.rate())
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[2] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert rates[4] == pytest.approx(1e-5) and rates[5] == pytest.approx(1e-5)
+    assert all(earlier > later for earlier, later in zip(rates[:5], rates[1:5]))
+    # A fit resumed after 7.5 of its 10 minutes goes on where the killed one was.
+    resumed = train.TimeBudget(10.0, spent=7.5, clock=lambda: clock["now"])
+    resumed.on_train_begin()
+    assert train.WallClockCosine(resumed, 1e-3, 1e-5, 1000).rate() == pytest.approx(rates[3])
+    # Without a budget the epochs set the pace.
+    by_epochs = train.WallClockCosine(train.TimeBudget(None), 1e-3, 0.0, epochs=4)
+    by_epochs.on_epoch_begin(2)
+    assert by_epochs.rate() == pytest.approx(0.5e-3)
+
+
+def test_cosine_sets_the_optimizer_rate_during_fit(tmp_path):
+    model = train.compile_model(tiny_model(), loss="bce", learning_rate=1e-2)
+    history = train.fit(model, random_dataset(8, 4, seed=4), random_dataset(4, 4, seed=5), tmp_path, epochs=4,
+                        verbose=0, final_learning_rate=1e-4)
+    # The rate logged at the end of epoch k is the one of its last batch, at fraction k / 4 of the fit.
+    expected = [1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + np.cos(np.pi * epoch / 4)) for epoch in range(4)]
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)

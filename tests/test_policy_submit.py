@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seglib import rle
+from seglib import predict, rle
 from seglib.competitions import get_competition
 from seglib.data import Normalization
 from seglib.geometry import Geometry
@@ -212,7 +212,7 @@ def test_write_submission_end_to_end(competition, predictor, tmp_path):
     test_ids = competition.test_ids()
     # A threshold at the median probability makes the masks neither all empty nor all full.
     images = geometry.to_model(normalization(competition.read_images(test_ids, "test")))
-    probabilities = geometry.to_original(model.predict_on_batch(images))[..., 0]
+    probabilities = geometry.to_original(predict.model_probabilities(model, images))[..., 0]
     threshold = float(np.median(probabilities))
     path = tmp_path / "submission.csv"
     summary = write_submission(path, competition, model, geometry, normalization, {"threshold": threshold},

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seglib import predict, train
+from seglib import models, predict, train
 from seglib.losses import LOSSES, BCEDice, get_loss
 from seglib.models import (ARCHITECTURES, adapt_first_convolution, build_model, build_resnet50_unet,
                            transfer_encoder_weights)
@@ -41,7 +41,7 @@ def test_builds_and_trains_one_step(channels, output_channels):
     model = build_resnet50_unet((SIZE, SIZE, channels), output_channels=output_channels)
     assert model.get_layer("images") is model.layers[0]
     assert model.get_layer("logits").dtype_policy.name == "float32"
-    assert model.get_layer("probabilities") is model.layers[-1]
+    assert model.get_layer("logits") is model.layers[-1]
     assert tuple(model.output.shape) == (None, SIZE, SIZE, output_channels)
     # Eagerly: tracing ResNet50's train step into a graph takes ~30 s on CPU, the numbers are the same.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=BCEDice(), run_eagerly=True)
@@ -71,7 +71,7 @@ def test_bad_decoder_filters_and_weights():
 
 
 def test_registry_builds_both_architectures():
-    assert set(ARCHITECTURES) == {"unet", "resnet50_unet"}
+    assert set(ARCHITECTURES) == {"unet", "encoder_unet", "resnet50_unet"}
     unet = build_model("unet", (32, 32, 1), output_channels=2, depth=2, base_filters=4)
     assert tuple(unet.output.shape) == (None, 32, 32, 2)
     resnet = build_model("resnet50_unet", (SIZE, SIZE, 6), output_channels=3, decoder_filters=(32, 16, 16, 8, 8))
@@ -200,7 +200,7 @@ def test_saved_model_loads_in_a_fresh_process(tmp_path, architecture, options, l
         "import keras\n"
         "from seglib.predict import model_probabilities\n"
         "model = keras.models.load_model(sys.argv[1])\n"
-        "loss = model.loss['probabilities'] if isinstance(model.loss, dict) else model.loss\n"
+        "loss = model.loss['logits'] if isinstance(model.loss, dict) else model.loss\n"
         "assert type(loss).__name__ == sys.argv[4], type(loss)\n"
         "assert sys.argv[4] != 'BCEDice' or loss.dice.axis in ((1, 2), [1, 2]), loss.dice.axis\n"
         "np.save(sys.argv[3], model_probabilities(model, np.load(sys.argv[2])))\n"
@@ -226,6 +226,10 @@ def multi_label_batch(seed=0):
     return y_true, y_pred
 
 
+def logit(probabilities):
+    return np.log(probabilities / (1 - probabilities))
+
+
 def numpy_bce(y_true, y_pred, epsilon=1e-7):
     y_pred = np.clip(y_pred.astype("float64"), epsilon, 1 - epsilon)
     return float(np.mean(-(y_true * np.log(y_pred) + (1 - y_true) * np.log(1 - y_pred))))
@@ -244,12 +248,12 @@ def test_bce_dice_is_bce_plus_mean_dice_per_image_and_class(dice_weight):
     dice = numpy_dice_per_image_and_class(y_true, y_pred)
     assert dice.shape == (2, 3)
     expected = numpy_bce(y_true, y_pred) + dice_weight * dice.mean()
-    value = float(BCEDice(dice_weight=dice_weight)(y_true, y_pred))
+    value = float(BCEDice(dice_weight=dice_weight)(y_true, logit(y_pred)))  # the losses take logits
     assert value == pytest.approx(expected, rel=1e-5)
     # Pooling Dice over the whole batch would give a different number.
     pooled = 1 - 2 * (y_true * y_pred).sum() / (y_true.sum() + y_pred.sum())
     assert value != pytest.approx(numpy_bce(y_true, y_pred) + dice_weight * pooled, rel=1e-3)
-    assert float(get_loss("dice")(y_true, y_pred)) == pytest.approx(dice.mean(), rel=1e-5)
+    assert float(get_loss("dice")(y_true, logit(y_pred))) == pytest.approx(dice.mean(), rel=1e-5)
     assert BCEDice.from_config(BCEDice(dice_weight=dice_weight).get_config()).dice_weight == dice_weight
 
 
@@ -260,7 +264,7 @@ def test_bce_dice_gradient_is_finite_with_empty_masks(logit_offset):
     logits = tf.Variable(np.random.default_rng(5).normal(size=y_true.shape).astype("float32") + logit_offset)
     for masks in (y_true, np.zeros_like(y_true)):  # and a batch with nothing at all
         with tf.GradientTape() as tape:
-            loss = BCEDice()(masks, tf.sigmoid(logits))
+            loss = BCEDice()(masks, logits)
         gradient = tape.gradient(loss, logits).numpy()
         assert np.isfinite(float(loss))
         assert np.isfinite(gradient).all()
@@ -271,3 +275,47 @@ def test_dice_by_name_saves_its_axis():
     y_true, y_pred = multi_label_batch(seed=2)
     restored = keras.losses.deserialize(keras.losses.serialize(get_loss("dice")))
     assert float(restored(y_true, y_pred)) == pytest.approx(float(get_loss("dice")(y_true, y_pred)), rel=1e-6)
+
+
+# --- any keras.applications encoder --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoder, skips, bridge", [
+    ("ResNet50", ["conv4_block6_out", "conv3_block4_out", "conv2_block3_out", "conv1_relu"], "conv5_block3_out"),
+    ("EfficientNetB0", ["block6a_expand_activation", "block4a_expand_activation", "block3a_expand_activation",
+                        "block2a_expand_activation"], "top_activation"),
+    # ConvNeXt's stem starts at 1/4: no feature map at 1/2, the decoder upsamples without a skip there.
+    ("ConvNeXtTiny", 3, None),
+    ("MobileNetV3Small", 4, None),
+])
+def test_encoders_by_name(encoder, skips, bridge):
+    keras.utils.set_random_seed(0)
+    backbone = models.make_encoder(encoder, input_shape=(SIZE, SIZE, 3))
+    found_skips, found_bridge = models.encoder_features(backbone, SIZE)
+    if isinstance(skips, list):
+        assert (found_skips, found_bridge) == (skips, bridge)
+    else:
+        assert len(found_skips) == skips
+    model = models.build_encoder_unet((SIZE, SIZE, 1), output_channels=2, encoder=encoder,
+                                      decoder_filters=(16, 16, 8, 8, 8))
+    assert model.name == f"{encoder.lower()}_unet" and model.layers[-1].name == "logits"
+    assert model.predict_on_batch(np.zeros((1, SIZE, SIZE, 1), np.float32)).shape == (1, SIZE, SIZE, 2)
+
+
+def test_unknown_encoder_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown encoder 'ResNet49'.*'ResNet50'"):
+        models.build_encoder_unet((SIZE, SIZE, 3), encoder="ResNet49")
+
+
+def test_efficientnet_weights_adapt_to_one_channel():
+    """EfficientNet's first kernel is adapted; its ImageNet input statistics (a Normalization layer) stay out:
+    the pipeline standardises the images."""
+    keras.utils.set_random_seed(1)
+    source = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    target = models.build_encoder_unet((SIZE, SIZE, 1), encoder="EfficientNetB0", decoder_filters=(8,) * 5)
+    copied = models.transfer_encoder_weights(source, target)
+    assert "stem_conv" in copied and "top_conv" in copied
+    np.testing.assert_allclose(target.get_layer("stem_conv").get_weights()[0],
+                               source.get_layer("stem_conv").get_weights()[0].sum(axis=2, keepdims=True))
+    np.testing.assert_array_equal(target.get_layer("top_conv").get_weights()[0],
+                                  source.get_layer("top_conv").get_weights()[0])

@@ -13,6 +13,7 @@ from seglib.data import Normalization
 from seglib.geometry import Geometry
 from seglib.models import build_unet
 from seglib.policy import apply_policy
+from seglib import predict
 from seglib.predict import predict_into_store, to_original_size
 from seglib.submit import (ResumableRows, SubmissionError, merge_submissions, parse_shard, shard_ids, shard_path,
                            validate_submission, write_submission, write_submission_from_store)
@@ -37,7 +38,7 @@ def policy(competition, predictor):
     """A threshold at the median test probability, so the masks are neither all empty nor all full."""
     model, geometry, normalization = predictor
     images = geometry.to_model(normalization(competition.read_images(competition.test_ids()[:8], "test")))
-    return {"threshold": float(np.median(model.predict_on_batch(images)))}
+    return {"threshold": float(np.median(predict.model_probabilities(model, images)))}
 
 
 @pytest.fixture(scope="module")

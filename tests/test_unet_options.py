@@ -33,7 +33,7 @@ ADDED_LAYERS = {
     "residual": ["down0_shortcut", "bottleneck_residual_add", "up0_residual_add"],
     "scse": ["up1_scse_excite", "up1_scse_spatial_gate", "up0_scse"],
     "hypercolumn": ["hypercolumn_up1", "hypercolumn"],
-    "empty_head": ["non_empty_pool", "non_empty_logits", "non_empty"],
+    "empty_head": ["non_empty_pool", "non_empty"],
 }
 ADDED_LAYERS["all"] = [name for names in ADDED_LAYERS.values() for name in names] + ["down0_shortcut_bn"]
 
@@ -75,20 +75,20 @@ def test_each_option_changes_the_model(configuration):
     assert not missing, missing
     # The pixel head keeps its names and float32 in every configuration.
     assert model.get_layer("logits").dtype_policy.name == "float32"
-    assert model.get_layer("probabilities").dtype_policy.name == "float32"
     images, _ = random_batch()
     outputs = model.predict_on_batch(images)
     if CONFIGURATIONS[configuration].get("empty_head"):
         assert has_empty_head(model)
-        assert set(outputs) == {"probabilities", "non_empty"}
+        assert set(outputs) == {"logits", "non_empty"}
         assert outputs["non_empty"].shape == (BATCH, 2)
         assert model.get_layer("non_empty").dtype_policy.name == "float32"
-        probabilities = outputs["probabilities"]
+        logits = outputs["logits"]
     else:
         assert not has_empty_head(model)
-        probabilities = outputs
-    assert probabilities.shape == (BATCH, SIZE, SIZE, 2)
-    assert np.isfinite(probabilities).all()
+        logits = outputs
+    assert logits.shape == (BATCH, SIZE, SIZE, 2)
+    assert np.isfinite(logits).all()
+    assert (logits < 0).any() and (logits > 0).any(), "logits, not probabilities: no sigmoid at the end"
 
 
 def test_residual_shortcut_only_when_the_filter_count_changes():
@@ -126,12 +126,13 @@ def test_one_training_step(configuration):
     model = small_unet(configuration)
     images, masks = random_batch()
     if has_empty_head(model):
-        losses = {"probabilities": keras.losses.BinaryCrossentropy(), "non_empty": keras.losses.BinaryCrossentropy()}
-        targets = {"probabilities": masks, "non_empty": masks.max(axis=(1, 2))}
+        losses = {"logits": keras.losses.BinaryCrossentropy(from_logits=True),
+                  "non_empty": keras.losses.BinaryCrossentropy(from_logits=True)}
+        targets = {"logits": masks, "non_empty": masks.max(axis=(1, 2))}
     else:
-        losses, targets = keras.losses.BinaryCrossentropy(), masks
+        losses, targets = keras.losses.BinaryCrossentropy(from_logits=True), masks
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses, run_eagerly=True)
-    watched = ["down0_conv1", "up0_conv2", "logits"] + (["non_empty_logits"] if has_empty_head(model) else [])
+    watched = ["down0_conv1", "up0_conv2", "logits"] + (["non_empty"] if has_empty_head(model) else [])
     before = {name: model.get_layer(name).get_weights()[0] for name in watched}
     history = model.fit(images, targets, batch_size=BATCH, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -152,7 +153,7 @@ for name in sys.argv[2:]:
     model = keras.models.load_model(folder / f"{name}.keras")
     outputs = model.predict_on_batch(images)
     if not isinstance(outputs, dict):
-        outputs = {"probabilities": outputs}
+        outputs = {"logits": outputs}
     for key, value in outputs.items():
         expected = np.load(folder / f"{name}_{key}.npy")
         assert np.allclose(value, expected, atol=1e-5), (name, key, np.abs(value - expected).max())
@@ -169,7 +170,7 @@ def test_every_configuration_loads_in_a_fresh_process(tmp_path):
         model.save(tmp_path / f"{configuration}.keras")
         outputs = model.predict_on_batch(images)
         if not isinstance(outputs, dict):
-            outputs = {"probabilities": outputs}
+            outputs = {"logits": outputs}
         for key, value in outputs.items():
             np.save(tmp_path / f"{configuration}_{key}.npy", value)
     # has_empty_head must also recognise a loaded model.
