@@ -1,6 +1,6 @@
 """Command line of seglib (the synthetic samples have their own: ``python -m seglib.sample tgs``).
 
-    python -m seglib run [--run-dir DIR] [-p NAME VALUE ...]   run the five notebooks in order
+    python -m seglib run [--run-dir DIR] [--recipe R] [-p NAME VALUE ...]   run the five notebooks in order
     python -m seglib notebooks DEST                              copy the five notebooks into DEST
     python -m seglib kaggle-dataset DEST [--wheel W]             wheel + notebooks + dataset-metadata.json
     python -m seglib validate tgs DATA_DIR SUBMISSION.csv        check a submission file
@@ -40,7 +40,11 @@ def command_run(arguments):
     from seglib.notebooks import run_notebooks
 
     run_dir = arguments.run_dir or Path.cwd() / "runs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    from seglib.recipes import recipe_parameters
+
     parameters = {name: parse_value(value) for name, value in arguments.parameter}
+    if arguments.recipe:
+        parameters = recipe_parameters(arguments.recipe, parameters)
     if arguments.refresh_notebooks and parameters:
         raise ValueError("--refresh-notebooks stores the default parameters' outputs; drop the -p options")
     output_dir = NOTEBOOK_DIR if arguments.refresh_notebooks else None
@@ -128,6 +132,8 @@ def main(argv=None):
     run.add_argument("--run-dir", help="run folder (default runs/<date-time> in the working directory)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="papermill parameter for every notebook, e.g. -p EPOCHS 5 -p COMPETITION tgs")
+    run.add_argument("--recipe", help="a named set of parameters from seglib.recipes (tgs_cpu, tgs_gpu, "
+                     "carvana_gpu); -p options win over it")
     run.add_argument("--quiet", action="store_true", help="no per-cell progress bars")
     run.add_argument("--refresh-notebooks", action="store_true",
                      help="write the executed notebooks back into notebooks/ (the outputs nbval checks)")

@@ -200,8 +200,8 @@ def fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes=None,
         run_dir: the run folder.
         epochs: the most epochs to run.
         minutes: wall-clock budget for the whole fit, or None.
-        patience: epochs without validation improvement before early stopping (with the "plateau" schedule the
-            learning rate halves after half of that).
+        patience: with the "plateau" schedule, epochs without validation improvement before early stopping (the
+            learning rate halves after half of that); a "cosine" fit runs to the end of its budget.
         verbose: Keras' progress display (1 = progress bar, 2 = one line per epoch).
         history_name: the CSV log's file name in ``run_dir``.
         resume: continue from a backup left by a killed run of this fit; False starts afresh.
@@ -259,11 +259,15 @@ def fit_callbacks(model, checkpoint_path, history_path, backup_dir, finished, ep
     rate = (WallClockCosine(budget, initial, final_learning_rate, epochs) if schedule == "cosine" else
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=0.5,
                                               patience=max(1, patience // 2)))
+    # A cosine run ends where its budget ends: stopping it early would cut it before the rate has cooled down
+    # (on real TGS, 15 minutes stopped at 10 by a noisy val_score). BestCheckpoint keeps the best epoch anyway.
+    stopping = ([keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience)]
+                if schedule == "plateau" else [])
     return [
         budget,  # first: it logs the minutes spent, which CSVLogger writes
         rate,
         BestCheckpoint(checkpoint_path, monitor, best),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
+        *stopping,
         keras.callbacks.CSVLogger(history_path, append=len(finished) > 0),
         # Last of the epoch-end savers: an epoch counts as finished only once its checkpoint and log row are on
         # disk. double_checkpoint keeps the previous backup in case a kill lands while the latest is written.

@@ -237,3 +237,14 @@ def test_resolution_ceiling_of_empty_and_full_masks():
     masks = np.stack([np.zeros((101, 101), bool), np.ones((101, 101), bool)])
     table = resolution_ceiling(masks, [64, 16], "dice")
     assert (table["score"] == 1.0).all()
+
+
+def test_set_precision_auto_follows_the_hardware():
+    try:
+        expected = "mixed_bfloat16" if env.cpu_has_bfloat16() else "float32"  # no GPU here
+        assert env.set_precision("auto") == expected == keras.mixed_precision.global_policy().name
+        assert env.set_precision("float32") == "float32"
+        with pytest.raises(ValueError, match="unknown precision 'float8'"):
+            env.set_precision("float8")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -139,7 +139,7 @@ def test_recipe_writes_a_complete_out_of_fold_store(recipe_run):
     out_of_fold = store.Predictions(recipe_run / artifacts.OOF_STORE)
     assert sorted(out_of_fold.ids) == sorted(competition.train_ids()), "every training image predicted once"
     assert sorted(set(out_of_fold.folds)) == [0, 1]
-    assert out_of_fold.probabilities.shape == (len(competition.train_ids()), 128, 128, 1)
+    assert out_of_fold.probabilities.shape == (len(competition.train_ids()), 112, 112, 1)
     assert out_of_fold.probabilities.dtype == np.float16
     config = artifacts.load_json(recipe_run / artifacts.TRAIN_CONFIG)
     assert config["models"] == ["fold0/model.keras", "fold1/model.keras"] and config["tta"] == "d4"
