@@ -119,7 +119,7 @@ def command_check(arguments):
     print(problems.summary())
     if arguments.report:
         save_report(arguments.report, problems)
-    return 1 if problems else 0
+    return 1 if problems.errors else 0  # warnings are listed, not failed on
 
 
 def main(argv=None):

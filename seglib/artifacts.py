@@ -8,7 +8,9 @@ atomic on one file system).
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +42,29 @@ def save_json(path, payload):
     return Path(path)
 
 
-def load_json(path, what="file"):
-    """Read a JSON artifact, with a message that says which notebook writes it when it is missing."""
+def require(path, what):
+    """``path`` as a Path; FileNotFoundError saying which notebook writes it when it is not there."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found at {path}; run the notebook that writes it first (on Kaggle: "
                                 "or attach that notebook's output as an input)")
-    return json.loads(path.read_text())
+    return path
+
+
+def broken(path, what, error):
+    """The error for an artifact that exists but cannot be read (truncated by a kill, or another file
+    under its name): it names the file and what writes it again."""
+    return ValueError(f"{path}: cannot be read as the {what} ({type(error).__name__}: {error}); delete it and "
+                      f"re-run the notebook that writes it")
+
+
+def load_json(path, what="file"):
+    """Read a JSON artifact, naming the file and what writes it when it is missing or broken."""
+    path = require(path, what)
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise broken(path, what, error) from None
 
 
 def save_csv(path, table, index=True):
@@ -65,11 +83,44 @@ def save_npz(path, **arrays):
 
 def load_npz(path, what="file"):
     """Read a ``.npz`` artifact into a dict of arrays."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found at {path}; run the notebook that writes it first")
-    with np.load(path) as stored:
-        return {name: stored[name] for name in stored.files}
+    path = require(path, what)
+    try:
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise broken(path, what, error) from None
+
+
+def load_model(path, what="model (notebook 03)"):
+    """``keras.models.load_model``, naming the file and what writes it when it is missing or broken.
+
+    Keras reports a truncated .keras file as "File not found" (its zip has no config); this says which file.
+    """
+    import keras
+
+    path = require(path, what)
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file; re-raised with its name
+        raise broken(path, what, error) from error
+
+
+def check_writable(folder, min_free_bytes=200 * 2**20):
+    """Fail before any work when ``folder`` cannot take the run's files: read-only, or under
+    ``min_free_bytes`` free (a full disk would otherwise stop training at its first checkpoint)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
+            pass
+    except OSError as error:
+        raise ValueError(f"run folder {folder} is not writable ({error.strerror}); set RUN_DIR to a writable "
+                         "folder (on Kaggle: /kaggle/working)") from None
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise ValueError(f"run folder {folder} has {free / 2**20:.0f} MiB free, under the "
+                         f"{min_free_bytes / 2**20:.0f} MiB a run needs; free some space or set RUN_DIR elsewhere")
+    return folder
 
 
 # File names inside RUN_DIR. Notebooks hand work to each other only through these.
@@ -82,8 +133,10 @@ HISTORY = "history.csv"
 FINE_TUNE_HISTORY = "history_fine_tune.csv"
 OOF_STORE = "oof_predictions"  # a seglib.store folder: every fold's validation predictions at the model size
 VALIDATION_SWEEP = "threshold_sweep.csv"
+VALIDATION_IMAGES = "validation_images.csv"  # notebook 04: each validation image's score and coverage
 POLICY = "policy.json"
 SUBMISSION = "submission.csv"
+SUMMARY = "summary.json"  # the run in one file: score, interval, policy, settings, timings, versions
 
 
 # One file of each notebook's output: a folder holding one of them is a run folder (see ``find``).

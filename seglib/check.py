@@ -14,8 +14,10 @@ core (Pillow releases the GIL while decoding) with a few images in flight per th
 Carvana's 100k photographs too.
 """
 
+import collections
 import dataclasses
 import functools
+import io
 import itertools
 import os
 import zipfile
@@ -23,12 +25,13 @@ import zlib
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from PIL import Image
+from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidgets
 
 from seglib import artifacts, rle
 from seglib.stats import read_ahead
 from seglib.competitions import get_competition
-from seglib.competitions.base import decode_image
+from seglib.competitions.base import decode_image, distinct_values, mask_values_problem
 from seglib.competitions.carvana import METADATA_COLUMNS as CARVANA_METADATA_COLUMNS
 from seglib.competitions.carvana import split_image_id
 from seglib.competitions.folder import IMAGE_SUFFIXES
@@ -43,8 +46,6 @@ DATA_ERRORS = (ValueError, KeyError, FileNotFoundError, EOFError, zipfile.BadZip
 DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 # Jobs queued per thread: enough to never starve a thread, few enough that memory does not grow with the data.
 IN_FLIGHT_PER_WORKER = 4
-# Distinct mask values named in a message before the list is shortened.
-VALUES_SHOWN = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,26 +56,38 @@ class Problem:
         path: the file or folder relative to DATA_DIR, named as if extracted (``train/images/0a1b2c3d4e.png``
             also inside ``train.zip``), or a CSV row (``train.csv id 0a1b2c3d4e``).
         message: what is wrong.
+        severity: "error" (training or the submission would go wrong: fix it first) or "warning" (the adapter
+            copes, e.g. converts an odd image mode, or only the EDA is affected; worth knowing).
     """
 
     path: str
     message: str
+    severity: str = "error"
 
     def __str__(self):
-        return f"{self.path}: {self.message}"
+        return f"{self.path}: {'warning: ' if self.severity == 'warning' else ''}{self.message}"
 
 
 class CheckReport(list):
-    """The Problems found (a list, in the order found) and how many files were read to find them."""
+    """The Problems found (a list, in the order found), how many files were read to find them, and the ids of
+    all-constant images (no problem: listed for the EDA, as TGS has a few all-black sections)."""
 
-    def __init__(self, problems=(), files_checked=0):
+    def __init__(self, problems=(), files_checked=0, constant_images=()):
         super().__init__(problems)
         self.files_checked = files_checked
+        self.constant_images = list(constant_images)
+
+    @property
+    def errors(self):
+        """The problems that are errors (``Problem.severity``)."""
+        return [problem for problem in self if problem.severity == "error"]
 
     def summary(self):
-        """One line: "N problem(s) in M file(s) checked" or "no problems in M files"."""
+        """One line: "N problem(s) (E error(s), W warning(s)) in M file(s) checked" or "no problems in M files"."""
         if self:
-            return f"{len(self)} problem(s) in {self.files_checked} file(s) checked"
+            errors = len(self.errors)
+            return (f"{len(self)} problem(s) ({errors} error(s), {len(self) - errors} warning(s)) in "
+                    f"{self.files_checked} file(s) checked")
         return f"no problems in {self.files_checked} files"
 
 
@@ -89,6 +102,9 @@ class ImageJob:
     annotation_path: str = None
     # Adapters without their own checks: read the mask with ``read_mask``, however the adapter stores it.
     mask_from_adapter: bool = False
+    # The same mask as a CSV encodes it (TGS train.csv, Carvana train_masks.csv): the file must agree with it.
+    rle_table: str = None
+    rle: str = None
 
     @property
     def num_files(self):
@@ -129,12 +145,13 @@ def check_dataset(competition_name, data_dir, progress=False, workers=None):
     competition = get_competition(competition_name, data_dir)
     check = DatasetCheck(competition, progress=progress, workers=workers)
     COMPETITION_CHECKS.get(competition_name, check_through_adapter)(check)
-    return CheckReport(check.problems, check.files_checked)
+    return CheckReport(check.problems, check.files_checked, check.constant_images)
 
 
 def save_report(path, problems):
     """Write ``problems`` as a CSV with columns path, message, atomically."""
-    table = pd.DataFrame([(problem.path, problem.message) for problem in problems], columns=["path", "message"])
+    table = pd.DataFrame([(problem.path, problem.severity, problem.message) for problem in problems],
+                         columns=["path", "severity", "message"])
     return artifacts.save_csv(path, table, index=False)
 
 
@@ -151,56 +168,20 @@ def problem_from_error(path, error, data_dir):
     return Problem(str(path), message)
 
 
-def format_values(values):
-    """Mask values for a message: all of them, or the first and last few of a long list."""
-    values = [int(value) for value in values]
-    if len(values) <= VALUES_SHOWN:
-        return ", ".join(map(str, values))
-    head, tail = values[: VALUES_SHOWN // 2], values[-(VALUES_SHOWN // 2 - 1):]
-    return f"{', '.join(map(str, head))}, ..., {', '.join(map(str, tail))}"
-
-
-def distinct_values(mask):
-    """The sorted distinct values of a mask.
-
-    A binary mask needs only its minimum and maximum and one comparison: ten times faster than ``np.unique`` on
-    Carvana's 2.5M-pixel masks. Only a mask with more values is sorted.
-    """
-    low, high = mask.min(), mask.max()
-    if low == high:
-        return np.array([low])
-    if not ((mask != low) & (mask != high)).any():
-        return np.array([low, high])
-    return np.unique(mask)
-
-
-def mask_values_problem(values):
-    """What is wrong with a mask's sorted distinct values, or None.
-
-    A binary mask holds 0 (background) and at most one other value: TGS's 16-bit 65535 (8-bit zeros when
-    empty), Carvana's palette index 1, 255 in exports. Training counts every value above 0 as foreground, so a
-    third value (anti-aliased edges, a class map) or a missing 0 would silently change the mask.
-    """
-    if len(values) > 2:
-        return (f"mask is not binary: {len(values)} distinct values ({format_values(values)}); "
-                f"expected 0 = background and one foreground value")
-    if len(values) == 2 and values[0] != 0:
-        return (f"mask has no background value 0: its values ({format_values(values)}) would all count as "
-                f"foreground")
-    return None
-
-
 def size_text(shape):
     """(height, width) as "widthxheight", the way image viewers and the adapters' messages say it."""
     return f"{shape[1]}x{shape[0]}"
 
 
-def check_mask_file(competition, mask_path, image_path, image_shape, expected_size):
-    """Problems of one mask file: unreadable, a size other than its image's, values that are not binary.
+def check_mask_file(competition, mask_path, image_path, image_shape, expected_size, rle_table=None,
+                    rle_text=None):
+    """Problems of one mask file: unreadable, a size other than its image's, values that are not binary or not a
+    competition's, pixels that disagree with the CSV's encoding of the same mask.
 
     Args:
         image_shape: (height, width) of the decoded image, or None when it could not be decoded.
         expected_size: the competition's (height, width), compared with when the image could not be decoded.
+        rle_table, rle_text: the CSV holding this mask's RLE too, and that RLE (None: nothing to compare).
     """
     try:
         # Decoded raw, with the adapters' decoder, rather than through ``read_mask_file``, which turns the
@@ -215,9 +196,19 @@ def check_mask_file(competition, mask_path, image_path, image_shape, expected_si
     elif image_shape is None and expected_size is not None and mask.shape[:2] != tuple(expected_size):
         problems.append(Problem(mask_path, f"mask is {size_text(mask.shape)}, expected {size_text(expected_size)}"))
     # The same channel rule as ``read_mask_file``: an RGB mask counts by its brightest channel.
-    message = mask_values_problem(distinct_values(mask.max(axis=-1) if mask.ndim == 3 else mask))
+    mask = mask.max(axis=-1) if mask.ndim == 3 else mask
+    message = mask_values_problem(distinct_values(mask))
     if message:
         problems.append(Problem(mask_path, message))
+    if rle_text is not None and not problems:
+        try:
+            encoded = rle.decode(rle_text, mask.shape, competition.rle_order)
+        except ValueError:
+            return problems  # the table's own row check names a broken RLE
+        differ = int(np.count_nonzero(encoded != (mask > 0)))
+        if differ:
+            problems.append(Problem(mask_path, f"differs from {rle_table}'s RLE of the same id in {differ} "
+                                               f"pixel(s) ({int(encoded.sum())} there, {int((mask > 0).sum())} here)"))
     return problems
 
 
@@ -238,25 +229,34 @@ def check_annotation(competition, image_id, annotation_path, image_shape):
     return problems
 
 
+def image_mode(competition, path):
+    """The image's Pillow mode and band count from its header ("RGB", "L", "P", "RGBA", "I;16", ...)."""
+    with Image.open(io.BytesIO(competition.files.read_bytes(path))) as image:
+        return image.mode
+
+
 def check_job(competition, job, expected_size, through_adapter):
-    """Decode one image, and its mask or annotation; return their Problems.
+    """Decode one image, and its mask or annotation; return their Problems, the image's mode and whether the
+    image is all one value (None, None when it could not be decoded).
 
     Args:
         expected_size: the competition's (height, width), or None when the adapter cannot tell it.
         through_adapter: read the image with ``read_image`` (which also checks its size and channels); False
             when the adapter cannot read this dataset's layout at all, so that truncated files still show.
     """
-    problems, image_shape = [], None
+    problems, image_shape, mode, constant = [], None, None, None
     try:
         if through_adapter:
             image = competition.read_image(job.image_id, job.part)
         else:
             image = decode_image(competition.files.read_bytes(job.image_path), name=job.image_path)
         image_shape = image.shape[:2]
+        mode, constant = image_mode(competition, job.image_path), bool(image.min() == image.max())
     except DATA_ERRORS as error:
         problems.append(problem_from_error(job.image_path, error, competition.data_dir))
     if job.mask_path is not None:
-        problems += check_mask_file(competition, job.mask_path, job.image_path, image_shape, expected_size)
+        problems += check_mask_file(competition, job.mask_path, job.image_path, image_shape, expected_size,
+                                    job.rle_table, job.rle)
     if job.annotation_path is not None:
         problems += check_annotation(competition, job.image_id, job.annotation_path, image_shape or expected_size)
     if job.mask_from_adapter:
@@ -264,7 +264,7 @@ def check_job(competition, job, expected_size, through_adapter):
             competition.read_mask(job.image_id)
         except DATA_ERRORS as error:
             problems.append(problem_from_error(job.image_path, error, competition.data_dir))
-    return problems
+    return problems, mode, constant
 
 
 class DatasetCheck:
@@ -282,15 +282,17 @@ class DatasetCheck:
         # A dict as an ordered set: one broken zip or table can surface through several helpers.
         self._problems = {}
         self.files_checked = 0
+        self.constant_images = []
+        self.image_modes = collections.defaultdict(list)  # part -> [(image path, mode)]
 
     @property
     def problems(self):
         """The Problems found so far, in the order found."""
         return list(self._problems)
 
-    def add(self, path, message):
+    def add(self, path, message, severity="error"):
         """Record a problem of ``path`` (a file, folder or CSV row)."""
-        self._problems.setdefault(Problem(str(path), message), None)
+        self._problems.setdefault(Problem(str(path), message, severity), None)
 
     def add_error(self, path, error):
         """Record an adapter's error as a problem of ``path``."""
@@ -392,7 +394,7 @@ class DatasetCheck:
         """
         table = self.read_table(name, columns, why=why)
         if table is None:
-            return
+            return None
         key_column = columns[0]
         self.duplicate_rows(table, name, key_column)
         if rle_pixels is not None:
@@ -406,6 +408,25 @@ class DatasetCheck:
         for image_id in image_ids:
             if image_id not in keys:
                 self.add(image_path(image_id), f"not in {name}; {consequence}")
+        return table
+
+    def metadata_table(self, table, name, key_column, ids, numeric_columns, path_of):
+        """Warnings for a metadata table (TGS depths.csv, Carvana metadata.csv): ids the images have but the
+        table lacks, and cells of ``numeric_columns`` that are not numbers. Only the EDA reads these tables.
+
+        Args:
+            ids: the keys the table should hold (image ids, car ids), each with the path named in its warning.
+            path_of: key -> the image path to name.
+        """
+        present = set(table[key_column])
+        for key in ids:
+            if key not in present:
+                self.add(path_of(key), f"not in {name}: its metadata is unknown", "warning")
+        for column in numeric_columns:
+            # An empty cell is a missing value, which the EDA skips; text where a number belongs is a problem.
+            bad = pd.to_numeric(table[column], errors="coerce").isna() & (table[column].str.strip() != "")
+            for key, text in zip(table.loc[bad, key_column], table.loc[bad, column]):
+                self.add(f"{name} {key_column} {key}", f"{column} is {text!r}, not a number", "warning")
 
     # --- images -----------------------------------------------------------------------------------------
     def adapter_image_size(self, problem_path):
@@ -430,11 +451,28 @@ class DatasetCheck:
             # The same bounded, ordered thread pool notebook 02 reads with: memory stays flat.
             jobs_and_problems = read_ahead(lambda job: (job, work(job)), jobs, workers=self.workers,
                                            buffer=IN_FLIGHT_PER_WORKER * self.workers)
-            for job, problems in jobs_and_problems:
+            for job, (problems, mode, constant) in jobs_and_problems:
                 self.files_checked += job.num_files
                 for problem in problems:
                     self._problems.setdefault(problem, None)
+                if mode is not None:
+                    self.image_modes[job.part].append((job.image_path, mode))
+                if constant:
+                    self.constant_images.append(job.image_id)
                 bar.update()
+        self.odd_modes()
+
+    def odd_modes(self):
+        """Warn of each image whose mode (palette, RGBA, 16-bit, grayscale...) differs from most of its part's:
+        the adapter converts it, but it may come from another source or export than the rest."""
+        for part, modes in self.image_modes.items():
+            counts = collections.Counter(mode for _, mode in modes)
+            usual, usual_count = counts.most_common(1)[0]
+            for path, mode in modes:
+                if mode != usual:
+                    self._problems.setdefault(Problem(path, f"image mode {mode}, while {usual_count} of {len(modes)} "
+                                                            f"{part} images are {usual}", "warning"), None)
+        self.image_modes.clear()
 
 
 # --- per competition -------------------------------------------------------------------------------------
@@ -461,16 +499,21 @@ def check_tgs(check):
         check.without_partner(train_ids, mask_ids, train_path, mask_path, "mask")
         check.without_partner(sorted(mask_ids), train_ids, mask_path, train_path, "image")
 
-    check.listing_table("train.csv", ("id", "rle_mask"), train_ids, train_path, "training never sees it",
-                        why="it lists the training ids", rle_pixels=height * width)
+    table = check.listing_table("train.csv", ("id", "rle_mask"), train_ids, train_path, "training never sees it",
+                                why="it lists the training ids", rle_pixels=height * width)
+    encoded = {} if table is None else dict(zip(table["id"], table["rle_mask"]))
     check.listing_table("sample_submission.csv", ("id", "rle_mask"), test_ids, test_path,
                         "the submission would leave it out", why="it fixes the submission's rows")
     depths = check.read_table("depths.csv", ("id", "z"))
     if depths is not None:
         check.duplicate_rows(depths, "depths.csv", "id")
+        part_of = {**{image_id: "test" for image_id in test_ids}, **{image_id: "train" for image_id in train_ids}}
+        check.metadata_table(depths, "depths.csv", "id", list(part_of), ["z"],
+                             lambda image_id: competition.image_path(image_id, part_of[image_id]))
 
     jobs = itertools.chain(
-        (ImageJob("train", image_id, train_path(image_id), mask_path(image_id) if image_id in mask_ids else None)
+        (ImageJob("train", image_id, train_path(image_id), mask_path(image_id) if image_id in mask_ids else None,
+                  rle_table="train.csv", rle=encoded.get(image_id))
          for image_id in train_ids),
         (ImageJob("test", image_id, test_path(image_id)) for image_id in test_ids))
     check.run_jobs(jobs, len(train_ids) + len(test_ids), expected_size=competition.image_size)
@@ -504,18 +547,27 @@ def check_carvana(check):
         check.without_partner(train_ids, mask_ids, train_path, mask_path, "mask")
         check.without_partner(sorted(mask_ids), train_ids, mask_path, train_path, "image")
 
-    check.listing_table("train_masks.csv", ("img", "rle_mask"), train_ids, train_path,
-                        "Kaggle's table lists every training image",
-                        why=None if has_masks else "without train_masks/ the masks come from it",
-                        to_id=lambda key: key.removesuffix(".jpg"), rle_pixels=height * width)
+    table = check.listing_table("train_masks.csv", ("img", "rle_mask"), train_ids, train_path,
+                                "Kaggle's table lists every training image",
+                                why=None if has_masks else "without train_masks/ the masks come from it",
+                                to_id=lambda key: key.removesuffix(".jpg"), rle_pixels=height * width)
+    encoded = {} if table is None else dict(zip(table["img"].str.removesuffix(".jpg"), table["rle_mask"]))
     check.listing_table("sample_submission.csv", ("img", "rle_mask"), test_ids, test_path,
                         "the submission would leave it out", to_id=lambda key: key.removesuffix(".jpg"))
     cars = check.read_table("metadata.csv", ("id", *CARVANA_METADATA_COLUMNS))
     if cars is not None:
         check.duplicate_rows(cars, "metadata.csv", "id")
+        first_image = {}
+        for part, ids in (("test", test_ids), ("train", train_ids)):
+            for image_id in ids:
+                car = image_id.rpartition("_")[0]  # "" for a name that is no Carvana id: an error above
+                if car:
+                    first_image.setdefault(car, competition.image_path(image_id, part))
+        check.metadata_table(cars, "metadata.csv", "id", sorted(first_image), ["year"], first_image.get)
 
     jobs = itertools.chain(
-        (ImageJob("train", image_id, train_path(image_id), mask_path(image_id) if image_id in mask_ids else None)
+        (ImageJob("train", image_id, train_path(image_id), mask_path(image_id) if image_id in mask_ids else None,
+                  rle_table="train_masks.csv", rle=encoded.get(image_id) if has_masks else None)
          for image_id in train_ids),
         (ImageJob("test", image_id, test_path(image_id)) for image_id in test_ids))
     check.run_jobs(jobs, len(train_ids) + len(test_ids), expected_size=competition.image_size)
@@ -564,9 +616,17 @@ def check_handbone(check):
         if check.files.exists(name) or check.files.exists(f"{name}.zip"):
             check.files_checked += 1
             try:
-                competition.patient_table()
+                patients = competition.patient_table()
             except (*DATA_ERRORS, ImportError) as error:
                 check.add_error(name, error)
+                break
+            first_image = {}
+            for part, ids in (("test", test_ids), ("train", train_ids)):
+                for image_id in ids:
+                    first_image.setdefault(image_id.split("/")[0], competition.image_path(image_id, part))
+            for patient in sorted(set(first_image) - set(patients.index.astype(str))):
+                check.add(first_image[patient], f"patient {patient} is not in {name}: their metadata is unknown",
+                          "warning")
             break
     check_handbone_submission(check, test_ids)
 

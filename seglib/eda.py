@@ -8,7 +8,7 @@ import collections
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidgets
 
 from seglib.geometry import downscale_roundtrip
 from seglib.metrics import get_metric
@@ -134,3 +134,24 @@ def survey_masks(competition, image_ids, sizes, ceiling_images=200, progress=Tru
     ceiling = pd.DataFrame({"size": list(sizes), "score": np.concatenate(ceiling_parts).mean(axis=0)})
     class_overlap = overlap_table(overlap_counts, competition.classes) if competition.num_classes > 1 else None
     return MaskSurvey(pd.concat(coverage_parts), class_overlap, ceiling)
+
+
+def rate_by_bin(coverage, column, bins=8):
+    """How often the mask is non-empty, and how big, per quantile bin of a numeric metadata column (e.g. TGS
+    depth ``z``): a scatter of coverage against depth cannot show whether salt is more common deeper; this can.
+
+    Args:
+        coverage: the survey's coverage table (``survey_masks``), with the metadata column merged in.
+        column: the numeric column to bin.
+        bins: at most this many bins of about equal image counts.
+
+    Returns:
+        DataFrame indexed by bin: images, non_empty_share, mean_coverage.
+    """
+    if column not in coverage:
+        raise ValueError(f"no column {column!r} in the coverage table; columns: {list(coverage.columns)}")
+    binned = pd.qcut(coverage[column], bins, duplicates="drop")
+    table = coverage.groupby(binned, observed=True).agg(images=("coverage", "size"),
+                                                        non_empty_share=("empty", lambda empty: 1 - empty.mean()),
+                                                        mean_coverage=("coverage", "mean"))
+    return table.rename_axis(f"{column} bin")

@@ -88,7 +88,8 @@ def resolve_data_dir(competition, data_dir=None):
 
 
 def resolve_run_dir(run_dir=None):
-    """The run folder every notebook reads from and writes to (created if missing).
+    """The run folder every notebook reads from and writes to (created if missing; ValueError if it is
+    read-only or nearly full).
 
     None means: $SEGLIB_RUN_DIR if set; on Kaggle /kaggle/working (the kernel's output, where Kaggle looks for
     submission.csv); on Colab a folder on Google Drive if it is mounted (a training run then resumes after a
@@ -100,9 +101,10 @@ def resolve_run_dir(run_dir=None):
         run_dir = {"kaggle": kaggle_root() / "working",
                    "colab": (COLAB_DRIVE if COLAB_DRIVE.is_dir() else COLAB_ROOT) / "seglib_run",
                    }.get(platform(), Path.cwd() / "runs" / "latest")
-    path = Path(run_dir).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from seglib.artifacts import check_writable
+
+    # Created here, and checked before any work: a read-only or full folder fails now, not at the first save.
+    return check_writable(Path(run_dir).expanduser().resolve())
 
 
 def attached_run_dirs(markers):

@@ -54,32 +54,87 @@ def _mask_overlay(mask, mask_colour):
     return overlay
 
 
-def image_grid(images, masks=None, titles=None, columns=8, cell_size=1.8, mask_colour=(1.0, 0.2, 0.2)):
+TITLE_SIZE = 9  # grid cells are under 2 inches wide: 9 pt titles stay readable
+
+
+def _box_patch(box, step=1, colour="yellow"):
+    """A rectangle for (top, left, height, width) full-size pixel coordinates (``Geometry.crop``), drawn at
+    1/step scale."""
+    top, left, height, width = (value / step for value in box)
+    return plt.Rectangle((left - 0.5, top - 0.5), width, height, fill=False, color=colour, linewidth=1.2,
+                         linestyle="--")
+
+
+def _image_axes(images, columns, cell_size, legend_height=0.0):
+    """A grid figure with each image drawn in its cell (axes off); returns it and the axes holding an image."""
+    count = len(images)
+    columns = min(columns, max(1, count))
+    rows = max(1, int(np.ceil(count / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell_size, rows * cell_size + legend_height),
+                                squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for image, axis in zip(images, axes.ravel()):
+        image = _display_image(image)
+        axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    return figure, list(axes.ravel()[:count])
+
+
+def image_grid(images, masks=None, titles=None, columns=8, cell_size=1.8, mask_colour=(1.0, 0.2, 0.2), box=None):
     """Images in a grid, with masks drawn as a translucent overlay (and a contour for binary masks).
 
     Args:
         images: (n, height, width) or (n, height, width, channels) uint8 or float.
         masks: optional boolean (n, height, width), or (n, height, width, classes) drawn one colour a class.
         titles: optional one title per image.
+        box: optional (top, left, height, width) outlined in every cell, e.g. the original image inside padding
+            (``Geometry.crop``).
     """
-    count = len(images)
-    columns = min(columns, max(1, count))
-    rows = max(1, int(np.ceil(count / columns)))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell_size, rows * cell_size), squeeze=False)
-    for index, axis in enumerate(axes.ravel()):
-        axis.axis("off")
-        if index >= count:
-            continue
-        image = _display_image(images[index])
-        axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    figure, axes = _image_axes(images, columns, cell_size)
+    for index, axis in enumerate(axes):
         if masks is not None and np.any(masks[index]):
             mask = _for_display(np.asarray(masks[index], dtype=bool))
             axis.imshow(_mask_overlay(mask, mask_colour))
             if mask.ndim == 2:
                 axis.contour(mask, levels=[0.5], colors=[mask_colour], linewidths=0.8)
+        if box is not None:
+            axis.add_patch(_box_patch(box, max(1, max(np.shape(images[index])[:2]) // DISPLAY_SIDE)))
         if titles is not None:
-            axis.set_title(titles[index], fontsize=7)
+            axis.set_title(titles[index], fontsize=TITLE_SIZE)
     figure.tight_layout()
+    return figure
+
+
+# True positive, false positive and false negative pixels of an overlay (green, red, blue: red-green
+# colour-blind readers still tell red from blue).
+OUTCOME_COLOURS = {"true positive": (0.1, 0.8, 0.1), "false positive": (0.95, 0.1, 0.1),
+                   "false negative": (0.1, 0.3, 1.0)}
+
+
+def _outcome_overlay(truth, prediction):
+    """RGBA overlay colouring each pixel by outcome; multi-label masks count a pixel if any class has it."""
+    truth, prediction = np.asarray(truth, bool), np.asarray(prediction, bool)
+    if truth.ndim == 3:
+        truth, prediction = truth.any(axis=-1), prediction.any(axis=-1)
+    overlay = np.zeros(truth.shape + (4,))
+    for (name, colour), pixels in zip(OUTCOME_COLOURS.items(), (truth & prediction, ~truth & prediction,
+                                                                truth & ~prediction)):
+        overlay[pixels] = (*colour, 0.45)
+    return overlay
+
+
+def outcome_grid(images, truths, predictions, titles=None, columns=8, cell_size=1.9):
+    """Truth and prediction together: each pixel coloured by outcome (OUTCOME_COLOURS), so a missed mask and a
+    correct empty one look different."""
+    figure, axes = _image_axes(images, columns, cell_size, legend_height=0.5)
+    for index, axis in enumerate(axes):
+        axis.imshow(_outcome_overlay(_for_display(np.asarray(truths[index])),
+                                     _for_display(np.asarray(predictions[index]))))
+        if titles is not None:
+            axis.set_title(titles[index], fontsize=TITLE_SIZE)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in OUTCOME_COLOURS.values()]
+    figure.legend(handles, list(OUTCOME_COLOURS), loc="lower center", ncol=3, frameon=False)
+    figure.tight_layout(rect=(0, 0.35 / figure.get_size_inches()[1], 1, 1))  # room for the legend
     return figure
 
 
@@ -119,36 +174,78 @@ def bar_plot(values, xlabel, ylabel, title=None, horizontal=False):
     return figure
 
 
-def heatmap(table, title=None, value_label=None):
-    """A DataFrame as a labelled heatmap (e.g. the class-overlap matrix)."""
-    size = 0.28 * max(table.shape) + 2.5
-    figure, axis = plt.subplots(figsize=(size + 1, size))
-    shown = axis.imshow(table.to_numpy(dtype=float), cmap="magma")
-    axis.set_xticks(range(table.shape[1]), [str(label) for label in table.columns], rotation=90, fontsize=7)
-    axis.set_yticks(range(table.shape[0]), [str(label) for label in table.index], fontsize=7)
+def _position(labels, value):
+    """The index of ``value`` among ``labels``; the nearest one for numbers (float labels need not be equal)."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return int(np.argmin(np.abs(np.asarray(labels, dtype=float) - float(value))))
+    return labels.get_loc(value)
+
+
+def heatmap(table, title=None, value_label=None, xlabel=None, ylabel=None, mark=None, max_ticks=25,
+            annotate=False):
+    """A DataFrame as a labelled heatmap, sized by its own shape (an 8 x 49 table is a wide strip, not a square).
+
+    Args:
+        mark: optional (row label, column label) outlined, e.g. the chosen policy's cell.
+        max_ticks: at most this many tick labels per axis (every k-th label beyond that).
+        annotate: write each cell's value in it (small tables such as a confusion matrix).
+    """
+    rows, columns = table.shape
+    cell = min(0.45, 9.0 / max(columns, 1))
+    figure, axis = plt.subplots(figsize=(max(4.0, cell * columns + 2.5), max(2.5, cell * rows + 1.8)))
+    shown = axis.imshow(table.to_numpy(dtype=float), cmap="magma", aspect="auto")
+    for set_ticks, labels in ((axis.set_xticks, table.columns), (axis.set_yticks, table.index)):
+        step = -(-len(labels) // max_ticks)
+        positions = range(0, len(labels), step)
+        set_ticks(positions, [f"{labels[i]:.3g}" if isinstance(labels[i], float) else str(labels[i])
+                              for i in positions])
+    if columns > 12:
+        axis.tick_params(axis="x", labelrotation=90)
+    if annotate:
+        values = table.to_numpy(dtype=float)
+        for (row, column), value in np.ndenumerate(values):
+            axis.text(column, row, f"{value:g}", ha="center", va="center", fontsize=12,
+                      color="black" if value > np.nanmean(values) else "white")
+    if mark is not None:
+        row, column = _position(table.index, mark[0]), _position(table.columns, mark[1])
+        axis.add_patch(plt.Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, color="cyan", linewidth=2))
     colorbar = figure.colorbar(shown, ax=axis, fraction=0.046)
     if value_label:
         colorbar.set_label(value_label)
+    axis.set_xlabel(xlabel or table.columns.name or "")
+    axis.set_ylabel(ylabel or table.index.name or "")
     if title:
         axis.set_title(title)
     figure.tight_layout()
     return figure
 
 
-def histograms(table, columns=None, title=None):
-    """One histogram per column of a DataFrame (bars of counts for non-numeric columns)."""
-    columns = list(table.columns if columns is None else columns)
-    figure, axes = plt.subplots(1, max(1, len(columns)), figsize=(3.2 * max(1, len(columns)), 3), squeeze=False)
+def histograms(table, columns=None, title=None, group=None):
+    """One histogram per column of a DataFrame (bars of counts for non-numeric columns).
+
+    Args:
+        group: optional column whose values (e.g. "train" / "test") get their own overlaid histogram each.
+    """
+    columns = [column for column in (table.columns if columns is None else columns) if column != group]
+    groups = list(table.groupby(group)) if group else [(None, table)]
+    figure, axes = plt.subplots(1, max(1, len(columns)), figsize=(3.6 * max(1, len(columns)), 3.2), squeeze=False)
     for axis, column in zip(axes[0], columns):
-        values = table[column].dropna()
-        if values.dtype.kind in "biuf":
-            axis.hist(values, bins=15, color="tab:blue")
-        else:
-            # Carvana has dozens of makes and hundreds of trims: the 15 most frequent values are readable.
-            counts = values.astype(str).value_counts().head(15).sort_index()
-            axis.bar(counts.index, counts.to_numpy(), color="tab:blue")
-            axis.tick_params(axis="x", labelrotation=90, labelsize=7)
-        axis.set_title(column)
+        numeric = table[column].dropna().dtype.kind in "biuf"
+        # Carvana has dozens of makes and hundreds of trims: the 15 most frequent values are readable.
+        top = None if numeric else table[column].dropna().astype(str).value_counts().head(15).index
+        for name, part in groups:
+            values = part[column].dropna()
+            if numeric:
+                axis.hist(values, bins=15, range=(table[column].min(), table[column].max()), alpha=0.6,
+                          label=name)
+            else:
+                counts = values.astype(str).value_counts().reindex(top, fill_value=0)
+                axis.bar(counts.index, counts.to_numpy(), alpha=0.6, label=name)
+                axis.tick_params(axis="x", labelrotation=90, labelsize=8)
+        axis.set_xlabel(column)
+        axis.set_ylabel("images")
+        if group:
+            axis.legend()
     if title:
         figure.suptitle(title)
     figure.tight_layout()
@@ -199,12 +296,16 @@ def scatter(x, y, xlabel, ylabel, title=None):
     return figure
 
 
-def line_plot(table, x, y, xlabel=None, ylabel=None, title=None, best=None):
-    """One curve from a DataFrame; ``best`` = (x, y) marks a point (e.g. the best threshold)."""
+def line_plot(table, x, y, xlabel=None, ylabel=None, title=None, best=None, marks=None):
+    """One curve from a DataFrame; ``best`` = (x, y) marks a point (e.g. the best threshold); ``marks`` =
+    {label: x} draws labelled vertical lines (e.g. the 0.5 default)."""
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(table[x], table[y], marker=".")
+    for (label, position), colour in zip((marks or {}).items(), ("grey", "tab:green", "tab:purple")):
+        axis.axvline(position, color=colour, linestyle="--", label=label)
     if best is not None:
         axis.scatter([best[0]], [best[1]], s=80, color="tab:red", zorder=3, label=f"best: {best[0]:.3g} -> {best[1]:.4f}")
+    if best is not None or marks:
         axis.legend()
     axis.set_xlabel(xlabel or x)
     axis.set_ylabel(ylabel or y)
@@ -229,30 +330,43 @@ def mean_std_images(mean_std):
     return figure
 
 
-def learning_curves(history):
-    """Training and validation curves of every metric in a Keras history DataFrame.
+def learning_curves(history, monitor=None):
+    """Training and validation curves of every metric in a Keras history DataFrame, epochs counted from 1 as
+    Keras' log counts them, and the learning rate on its own (log) axis.
 
-    A "fold" column (cross-validation) gives one pair of lines per fold; a "stage" column (two-stage
-    training) marks where fine-tuning starts, where the loss changes meaning.
+    A "fold" column (cross-validation) gives one pair of lines per fold, numbered from 1 as the log does; a
+    "stage" column (two-stage training) marks where fine-tuning starts, where the loss changes meaning.
+    ``monitor`` (e.g. "val_score") marks each fold's best epoch, the one kept.
     """
-    folds = history.groupby("fold") if "fold" in history else [(None, history)]
+    folds = list(history.groupby("fold")) if "fold" in history else [(None, history)]
     names = [name for name in history.select_dtypes("number").columns
              if not name.startswith("val_") and name not in ("learning_rate", "fold", "minutes")]
-    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+    panels = names + (["learning_rate"] if "learning_rate" in history else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for fold, fold_history in folds:
-        suffix = "" if fold is None else f" fold {fold}"
-        epochs = range(len(fold_history))
-        for axis, name in zip(axes[0], names):
-            axis.plot(epochs, fold_history[name], label=f"train {name}{suffix}")
+        suffix = "" if fold is None or len(folds) == 1 else f", fold {fold + 1}"
+        epochs = np.arange(1, len(fold_history) + 1)
+        best = int(np.argmax(fold_history[monitor].to_numpy())) + 1 if monitor in fold_history else None
+        for axis, name in zip(axes[0], panels):
+            axis.plot(epochs, fold_history[name], label=f"{'' if name == 'learning_rate' else 'train'}{suffix}")
             if f"val_{name}" in fold_history:
-                axis.plot(epochs, fold_history[f"val_{name}"], label=f"validation {name}{suffix}")
+                axis.plot(epochs, fold_history[f"val_{name}"], label=f"validation{suffix}")
+            if best is not None:
+                axis.axvline(best, color="tab:red", linestyle=":", label=f"best epoch {best}{suffix}")
             if "stage" in fold_history and fold_history["stage"].nunique() > 1:
-                axis.axvline(int((fold_history["stage"] == fold_history["stage"].iloc[0]).sum()) - 0.5,
-                             color="grey", linestyle="--")
-    for axis, name in zip(axes[0], names):
+                axis.axvline(int((fold_history["stage"] == fold_history["stage"].iloc[0]).sum()) + 0.5,
+                             color="grey", linestyle="--", label="fine-tuning starts")
+    for axis, name in zip(axes[0], panels):
         axis.set_xlabel("epoch")
-        axis.set_title(name)
+        axis.set_ylabel(CURVE_LABELS.get(name, name))
+        axis.set_title(CURVE_LABELS.get(name, name))
+        if name == "learning_rate":
+            axis.set_yscale("log")
         axis.legend(fontsize="small")
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+CURVE_LABELS = {"loss": "loss (the training loss)", "score": "competition score per image, threshold 0.5",
+                "iou": "pixel IoU over the batch (not the metric)", "learning_rate": "learning rate"}

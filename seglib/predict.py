@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 from scipy.special import expit
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidgets
 
 from seglib.data import make_dataset, reader_errors
 from seglib.tta import predict_tta
@@ -67,8 +67,9 @@ def predict_batches(model, competition, image_ids, geometry, normalization, batc
     image_ids = list(image_ids)
     dataset = make_dataset(competition, image_ids, geometry, normalization, batch_size, part=part,
                            with_masks=False, cache=False)
-    batches = tqdm(dataset, total=math.ceil(len(image_ids) / batch_size), desc=f"predict {part}",
-                   disable=not progress)
+    # Training images are predicted only as some fold's validation images.
+    batches = tqdm(dataset, total=math.ceil(len(image_ids) / batch_size),
+                   desc="predict validation" if part == "train" else "predict test", disable=not progress)
     position = 0
     iterator = iter(batches)
     while True:

@@ -332,7 +332,7 @@ def mean_std(images, batch_size=64, progress=None):
             ``read_ahead(read, ids)`` to decode in threads while the sums run.
         batch_size: float images merged at a time; larger is faster and costs batch_size float64 images.
             uint8, uint16 and bool images are summed exactly one at a time, so it does not matter for them.
-        progress: None, a tqdm-like callable to wrap ``images`` with, or True for ``tqdm.auto.tqdm``.
+        progress: None, a tqdm-like callable to wrap ``images`` with, or True for ``tqdm.tqdm``.
 
     Returns:
         MeanStd in the units of the images.
@@ -340,7 +340,7 @@ def mean_std(images, batch_size=64, progress=None):
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if progress is True:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         total = len(images) if hasattr(images, "__len__") else None
         images = tqdm(images, total=total, desc="mean/std")

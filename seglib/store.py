@@ -10,6 +10,7 @@ A store is written under a temporary name and renamed into place when complete, 
 a half-filled store that looks finished.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -20,6 +21,9 @@ import pandas as pd
 
 MANIFEST = "manifest.csv"
 ARRAY = "probabilities.npy"
+# Kept only in a resumable writer's partial store: its ids and key, and the folds finished so far.
+PARTIAL_KEY = "resume_key.json"
+PARTIAL_PROGRESS = "progress.npz"
 
 
 class PredictionWriter:
@@ -32,20 +36,61 @@ class PredictionWriter:
 
     Use as a context manager: the store appears at ``path`` only when the block ends without an error and
     every id has been written.
+
+    With ``resume`` (a JSON-able key, e.g. the run's training settings) the partial store has a fixed name and
+    survives a killed run: the folds recorded with ``finish_fold`` are kept when a writer with the same ids,
+    shape and key opens it again (``finished_folds``), so a cross-validation run killed in fold k keeps the
+    predictions of the folds before it. Another key (changed settings) starts afresh.
     """
 
-    def __init__(self, path, image_ids, shape):
+    def __init__(self, path, image_ids, shape, resume=None):
         self.path = Path(path)
         self.image_ids = [str(image_id) for image_id in image_ids]
         if len(set(self.image_ids)) != len(self.image_ids):
             raise ValueError(f"{self.path}: the store's ids must be unique")
         self.row_of = {image_id: row for row, image_id in enumerate(self.image_ids)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.temporary = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial"))
-        self.array = np.lib.format.open_memmap(self.temporary / ARRAY, mode="w+", dtype=np.float16,
-                                               shape=(len(self.image_ids), *shape))
+        self.resume = None if resume is None else json.dumps({"ids": self.image_ids, "key": resume}, sort_keys=True)
+        shape = (len(self.image_ids), *shape)
         self.folds = np.full(len(self.image_ids), -1, dtype=np.int64)
+        self.finished_folds = set()
+        if self.resume is not None:
+            self.temporary = self.path.parent / f".{self.path.name}.partial"
+            if self._reopen(shape):
+                return
+            shutil.rmtree(self.temporary, ignore_errors=True)
+            self.temporary.mkdir()
+        else:
+            self.temporary = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                                   suffix=".partial"))
+        self.array = np.lib.format.open_memmap(self.temporary / ARRAY, mode="w+", dtype=np.float16, shape=shape)
         self.written = np.zeros(len(self.image_ids), dtype=bool)
+        if self.resume is not None:
+            (self.temporary / PARTIAL_KEY).write_text(self.resume)
+
+    def _reopen(self, shape):
+        """Open a partial store a killed run left, if it was made for the same ids, shape and key."""
+        try:
+            same = (self.temporary / PARTIAL_KEY).read_text() == self.resume
+            array = np.load(self.temporary / ARRAY, mmap_mode="r+")
+            progress = np.load(self.temporary / PARTIAL_PROGRESS)
+        except (OSError, ValueError):
+            return False
+        if not same or array.shape != shape or array.dtype != np.float16:
+            return False
+        self.array, self.finished_folds = array, set(progress["finished"].tolist())
+        self.folds = np.where(np.isin(progress["folds"], list(self.finished_folds)), progress["folds"], -1)
+        self.written = self.folds >= 0
+        return True
+
+    def finish_fold(self, fold):
+        """Record that every prediction of ``fold`` is on disk, so a resumed writer keeps them."""
+        self.array.flush()
+        self.finished_folds.add(fold)
+        from seglib.artifacts import save_npz
+
+        save_npz(self.temporary / PARTIAL_PROGRESS, folds=np.where(self.written, self.folds, -1),
+                 finished=np.array(sorted(self.finished_folds), dtype=np.int64))
 
     def write(self, image_ids, outputs, fold=0):
         """Store the predictions ``outputs`` (batch, size, size, classes) of ``image_ids``, made by ``fold``."""
@@ -71,6 +116,8 @@ class PredictionWriter:
             raise ValueError(f"{self.path}: {int((~self.written).sum())} id(s) have no prediction, e.g. {missing!r}")
         self.array.flush()
         del self.array
+        for resume_file in (PARTIAL_KEY, PARTIAL_PROGRESS):
+            (self.temporary / resume_file).unlink(missing_ok=True)
         pd.DataFrame({"id": self.image_ids, "fold": self.folds}).to_csv(self.temporary / MANIFEST, index=False)
         _replace_directory(self.temporary, self.path)
         return self.path
@@ -87,7 +134,8 @@ class PredictionWriter:
             if error_type is None:
                 self.close()
         finally:
-            if self.temporary.exists():  # an error in the block or in close(): drop the partial store
+            # An error in the block or in close(): drop the partial store, unless it is kept for a resume.
+            if self.temporary.exists() and not (self.resume is not None and error_type is not None):
                 self.discard()
         return False
 
@@ -112,8 +160,12 @@ class Predictions:
         if not manifest_path.exists() or not array_path.exists():
             raise FileNotFoundError(f"no prediction store at {self.path} (needs {MANIFEST} and {ARRAY}); "
                                     "run the notebook that writes it first (03 for the out-of-fold store)")
-        manifest = pd.read_csv(manifest_path, dtype={"id": str}, keep_default_na=False)
-        self.probabilities = np.load(array_path, mmap_mode="r")
+        try:
+            manifest = pd.read_csv(manifest_path, dtype={"id": str}, keep_default_na=False)
+            self.probabilities = np.load(array_path, mmap_mode="r")
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            raise ValueError(f"{self.path}: the prediction store cannot be read ({error}); delete it and re-run "
+                             "the notebook that writes it (03 for the out-of-fold store)") from None
         if list(manifest.columns) != ["id", "fold"] or len(manifest) != len(self.probabilities):
             raise ValueError(f"{manifest_path}: expected columns id, fold and {len(self.probabilities)} rows, "
                              f"got {list(manifest.columns)} and {len(manifest)} rows")

@@ -217,7 +217,7 @@ def write_submission_from_store(path, competition, predictions, geometry, policy
 
     Args: as ``write_submission``; ``predictions`` must hold every test id (of the shard).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     image_ids = competition.test_ids()
     row_of = {image_id: row for row, image_id in enumerate(predictions.ids)}
@@ -304,8 +304,6 @@ def load_trained_run(run_dir, strategy=None):
         A dict with "geometry", "normalization", "models" (the fold models, loaded), "policy", "tta" and
         "config" (the training config of notebook 03).
     """
-    import keras
-
     from seglib.data import Normalization
     from seglib.geometry import Geometry
     from seglib.stats import load_mean_std
@@ -314,7 +312,7 @@ def load_trained_run(run_dir, strategy=None):
     config = artifacts.load_json(config_path, what="training config (notebook 03)")
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         # The model paths are relative to the folder notebook 03 wrote: this run's, or an attached input.
-        models = [keras.models.load_model(config_path.parent / model_path) for model_path in config["models"]]
+        models = [artifacts.load_model(config_path.parent / model_path) for model_path in config["models"]]
     return {
         "config": config,
         "geometry": Geometry.from_dict(config["geometry"]),
@@ -322,6 +320,40 @@ def load_trained_run(run_dir, strategy=None):
         "models": models,
         "policy": load_policy(artifacts.find(run_dir, artifacts.POLICY)),
         "tta": config.get("tta", "none"),
+    }
+
+
+def run_summary(trained, submission, submission_minutes):
+    """The run in one dict, for RUN_DIR/summary.json: the validation score and its interval, the policy, the
+    training settings and minutes, the submission's figures and the package versions it ran with.
+
+    Args:
+        trained: ``load_trained_run``'s dict.
+        submission: ``write_submission``'s summary (rows, empty masks, mean coverage).
+        submission_minutes: the minutes writing the submission took.
+    """
+    import keras
+    import pandas as pd
+    import tensorflow as tf
+
+    import seglib
+
+    policy, config = trained["policy"], trained["config"]
+    settings = ("competition", "architecture", "model", "loss", "learning_rate_schedule", "fine_tune_loss",
+                "augmentations", "folds", "tta", "seed", "epochs_run", "train_minutes", "precision")
+    return {
+        "validation_score": policy.get("validation_score"),
+        "validation_interval_95": policy.get("confidence_interval"),
+        "score_at_threshold_0.5": policy.get("default_score"),
+        "all_empty_score": policy.get("empty_baseline_score"),
+        "validation_images": policy.get("validation_images"),
+        "policy": {key: policy[key] for key in ("threshold", "min_area", "fill_holes", "thresholds", "min_areas",
+                                                "fill_holes_per_class") if key in policy},
+        "training": {key: config[key] for key in settings if key in config},
+        "image_size": config["geometry"]["size"],
+        "submission": {**submission, "minutes": round(submission_minutes, 2)},
+        "versions": {"seglib": seglib.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "numpy": np.__version__, "pandas": pd.__version__},
     }
 
 
@@ -393,14 +425,34 @@ def submission_masks(table, competition, image_ids):
     The rows of an image are found by the keys ``competition.submission_keys`` gives it, so this works for one
     row per image (TGS, Carvana) and one row per image and class (hand bone) alike.
     """
+    masks = []
+    for rles in image_rles(table, competition, image_ids):
+        channels = [rle.decode(text, competition.image_size, competition.rle_order) for text in rles]
+        masks.append(np.stack(channels, axis=-1) if competition.num_classes > 1 else channels[0])
+    return np.stack(masks)
+
+
+def image_rles(table, competition, image_ids):
+    """Yield each image's RLE strings (one per class) from a submission table, by the keys
+    ``competition.submission_keys`` gives it; SubmissionError for an image without its rows."""
     key_columns = list(table.columns[:-1])
     rle_by_key = dict(zip(map(tuple, table[key_columns].astype(str).to_numpy()), table[table.columns[-1]]))
-    masks = []
     for image_id in image_ids:
         keys = competition.submission_keys(image_id)
         missing = [key for key in keys if key not in rle_by_key]
         if missing:
             raise SubmissionError(f"submission has no row for {'/'.join(missing[0])}")
-        channels = [rle.decode(rle_by_key[key], competition.image_size, competition.rle_order) for key in keys]
-        masks.append(np.stack(channels, axis=-1) if competition.num_classes > 1 else channels[0])
-    return np.stack(masks)
+        yield [rle_by_key[key] for key in keys]
+
+
+def submission_coverage(table, competition, image_ids):
+    """Each image's predicted coverage (share of its pixels, mean over its classes), summed from the RLE run
+    lengths without decoding a mask: cheap enough for 100k Carvana rows, to compare with training and to pick
+    preview images."""
+    import pandas as pd
+
+    image_ids = list(image_ids)
+    # Every second number of an RLE is a run length: their sum is the mask's area.
+    coverage = [np.mean([sum(int(length) for length in text.split()[1::2]) for text in rles])
+                / np.prod(competition.image_size) for rles in image_rles(table, competition, image_ids)]
+    return pd.Series(coverage, index=list(image_ids), name="predicted_coverage")

@@ -324,7 +324,7 @@ def fine_tune(run_dir, train_dataset, validation_dataset, loss="lovasz", learnin
     Returns:
         The stage's per-epoch history as a DataFrame (logged to ``history_fine_tune.csv``).
     """
-    model = keras.models.load_model(Path(run_dir) / artifacts.MODEL)
+    model = artifacts.load_model(Path(run_dir) / artifacts.MODEL)
     compile_model(model, loss=loss, learning_rate=learning_rate, **compiled_score(model))
     return fit(model, train_dataset, validation_dataset, run_dir, epochs, minutes, patience, verbose,
                history_name=artifacts.FINE_TUNE_HISTORY, schedule=schedule)
@@ -356,4 +356,42 @@ def fit_recipe(model, train_dataset, validation_dataset, run_dir, epochs, minute
                            fine_tune_epochs, fine_tune_minutes, patience, verbose, schedule)
         second["stage"] = f"fine-tune {fine_tune_loss}"
         history = pd.concat([history, second], ignore_index=True).rename_axis("epoch")
-    return history, keras.models.load_model(Path(run_dir) / artifacts.MODEL)
+    return history, artifacts.load_model(Path(run_dir) / artifacts.MODEL)
+
+
+def saved_history(run_dir, fine_tune_loss=None):
+    """The log a finished ``fit_recipe`` left in ``run_dir``, as ``fit_recipe`` returned it (a fold that a
+    resumed cross-validation run does not train again)."""
+    run_dir = Path(run_dir)
+    history = read_history(run_dir / artifacts.HISTORY).reset_index(drop=True).assign(stage="train")
+    if fine_tune_loss and (run_dir / artifacts.FINE_TUNE_HISTORY).exists():
+        second = read_history(run_dir / artifacts.FINE_TUNE_HISTORY).reset_index(drop=True)
+        history = pd.concat([history, second.assign(stage=f"fine-tune {fine_tune_loss}")], ignore_index=True)
+    return history.rename_axis("epoch")
+
+
+def fit_summary(history, monitor, epochs, minutes):
+    """One row per fold (and stage) of a training log: epochs run, the best epoch (counted from 1, as Keras'
+    log counts) and its validation score, the minutes spent and why training stopped.
+
+    Args:
+        history: the log ``fit_recipe`` returns, with a "fold" column for several folds.
+        monitor: the validation score that picked the best epoch (``monitored(model)``).
+        epochs, minutes: the limits the stage ran under (EPOCHS, TRAIN_MINUTES).
+    """
+    keys = [key for key in ("fold", "stage") if key in history]
+    rows = []
+    for key, part in (history.groupby(keys, sort=False) if keys else [((), history)]):
+        spent = float(part[MINUTES].iloc[-1]) if MINUTES in part else float("nan")
+        reason = ("the time budget" if minutes is not None and spent >= minutes else
+                  "the epoch limit" if len(part) >= epochs else "early stopping")
+        if "stage" in part and part["stage"].iloc[0] != "train":
+            reason = "its own FINE_TUNE_* limits"
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "epochs": len(part),
+                     "best epoch": int(part[monitor].to_numpy().argmax()) + 1,
+                     f"best {monitor}": float(part[monitor].max()), "minutes": round(spent, 1),
+                     "stopped by": reason})
+    summary = pd.DataFrame(rows)
+    if "fold" in summary:
+        summary["fold"] += 1  # the log says "fold 1/K"
+    return summary

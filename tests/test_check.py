@@ -589,12 +589,12 @@ def test_cli_prints_one_line_per_problem_and_exits_1(make_tgs_folder, tmp_path, 
     assert lines == [
         f"train.csv id {train_ids[1]}: RLE has an odd count of numbers (3); it needs start/length pairs",
         f"train/masks/{train_ids[1]}.png: " + lines[1].split(": ", 1)[1],
-        "2 problem(s) in 13 file(s) checked",
+        "2 problem(s) (2 error(s), 0 warning(s)) in 13 file(s) checked",
     ]
     assert lines[1].split(": ", 1)[1].startswith("cannot decode image")
     assert snapshot(root) == before
     written = pd.read_csv(report, dtype=str)
-    assert list(written.columns) == ["path", "message"] and len(written) == 2
+    assert list(written.columns) == ["path", "severity", "message"] and len(written) == 2
     assert written["path"].tolist() == [f"train.csv id {train_ids[1]}", f"train/masks/{train_ids[1]}.png"]
     assert [path.name for path in report.parent.iterdir()] == ["problems.csv"]  # no temporary file left
 
@@ -621,6 +621,6 @@ def test_cli_in_a_subprocess_without_tensorflow(make_tgs_folder):
     assert finished.returncode == 1, finished.stderr
     assert finished.stdout.splitlines() == [
         f"train/images/{train_ids[3]}.png: no mask train/masks/{train_ids[3]}.png",
-        "1 problem(s) in 12 file(s) checked",
+        "1 problem(s) (1 error(s), 0 warning(s)) in 12 file(s) checked",
     ]
     assert "checking tgs" in finished.stderr  # the progress bar goes to stderr

@@ -214,3 +214,36 @@ def test_read_gives_the_rows_of_the_memory_map(tmp_path):
     np.testing.assert_array_equal(predictions.read([4, 0, 4]), outputs[[4, 0, 4]])
     with pytest.raises(IndexError, match="row 6"):
         predictions.read([6])
+
+
+def test_a_resumable_writer_keeps_the_finished_folds_of_a_killed_run(tmp_path):
+    ids, shape = ["a", "b", "c", "d"], (4, 4, 1)
+    outputs = np.arange(4 * 16, dtype=np.float16).reshape(4, 4, 4, 1) / 64
+    with pytest.raises(KeyboardInterrupt):
+        with store.PredictionWriter(tmp_path / "oof", ids, shape, resume={"epochs": 3}) as writer:
+            writer.write(["a", "b"], outputs[:2], fold=0)
+            writer.finish_fold(0)
+            writer.write(["c"], outputs[2:3], fold=1)  # fold 1 killed before it finished
+            raise KeyboardInterrupt
+    assert not (tmp_path / "oof").exists()
+    with store.PredictionWriter(tmp_path / "oof", ids, shape, resume={"epochs": 3}) as writer:
+        assert writer.finished_folds == {0}
+        assert writer.written.tolist() == [True, True, False, False], "fold 1's lone row is written again"
+        writer.write(["c", "d"], outputs[2:], fold=1)
+        writer.finish_fold(1)
+    stored = store.Predictions(tmp_path / "oof")
+    np.testing.assert_array_equal(stored.probabilities, outputs)
+    assert stored.folds.tolist() == [0, 0, 1, 1]
+    assert sorted(path.name for path in (tmp_path / "oof").iterdir()) == [store.MANIFEST, store.ARRAY]
+    assert [path.name for path in tmp_path.iterdir()] == ["oof"], "no partial store left once closed"
+
+
+def test_a_resumable_writer_starts_afresh_when_the_settings_changed(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with store.PredictionWriter(tmp_path / "oof", ["a", "b"], (2, 2, 1), resume={"epochs": 3}) as writer:
+            writer.write(["a"], np.ones((1, 2, 2, 1)), fold=0)
+            writer.finish_fold(0)
+            raise KeyboardInterrupt
+    writer = store.PredictionWriter(tmp_path / "oof", ["a", "b"], (2, 2, 1), resume={"epochs": 4})
+    assert writer.finished_folds == set() and not writer.written.any()
+    writer.discard()

@@ -132,6 +132,10 @@ class Competition:
         """An image as uint8 (height, width, image_channels), checked against ``image_size``."""
         relative_path = self.image_path(image_id, part)
         image = decode_image(self.files.read_bytes(relative_path), name=relative_path)
+        if image.dtype != np.uint8:
+            # A 16-bit (or float) image among 8-bit ones would be normalised on the wrong scale.
+            raise ValueError(f"{relative_path}: image is {image.dtype} ({image.dtype.itemsize * 8}-bit); the "
+                             f"competition's images are 8-bit")
         if image.ndim == 2:
             image = image[..., np.newaxis]
         if self.image_size is not None and image.shape[:2] != tuple(self.image_size):
@@ -160,7 +164,12 @@ class Competition:
         if mask.shape[:2] != tuple(self.image_size):
             raise ValueError(f"{relative_path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                              f"expected {self.image_size[1]}x{self.image_size[0]}")
-        return (mask.max(axis=-1) if mask.ndim == 3 else mask) > 0
+        mask = mask.max(axis=-1) if mask.ndim == 3 else mask  # an RGB mask counts by its brightest channel
+        # A mask the check flags is an error here too: training must not binarise it silently.
+        problem = mask_values_problem(distinct_values(mask))
+        if problem:
+            raise ValueError(f"{relative_path}: {problem}")
+        return mask > 0
 
     def read_masks(self, image_ids):
         """Masks of several training images stacked to (n, height, width)."""
@@ -176,6 +185,55 @@ def decode_image(data, name):
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return np.asarray(image)
+            # CMYK JPGs (print exports) hold ink amounts, not red/green/blue: read as RGB, the channels would lie.
+            return np.asarray(image.convert("RGB") if image.mode == "CMYK" else image)
     except (OSError, SyntaxError, ValueError) as error:
         raise ValueError(f"{name}: cannot decode image ({error})") from None
+
+
+# Distinct mask values named in a message before the list is shortened.
+VALUES_SHOWN = 8
+# The foreground value of a binary mask: Carvana's palette index 1, 8-bit exports' 255, TGS's 16-bit 65535.
+MASK_FOREGROUND_VALUES = (1, 255, 65535)
+
+
+def format_values(values):
+    """Mask values for a message: all of them, or the first and last few of a long list."""
+    values = [int(value) for value in values]
+    if len(values) <= VALUES_SHOWN:
+        return ", ".join(map(str, values))
+    head, tail = values[: VALUES_SHOWN // 2], values[-(VALUES_SHOWN // 2 - 1):]
+    return f"{', '.join(map(str, head))}, ..., {', '.join(map(str, tail))}"
+
+
+def distinct_values(mask):
+    """The sorted distinct values of a mask.
+
+    A binary mask needs only its minimum and maximum and one comparison: ten times faster than ``np.unique`` on
+    Carvana's 2.5M-pixel masks. Only a mask with more values is sorted.
+    """
+    low, high = mask.min(), mask.max()
+    if low == high:
+        return np.array([low])
+    if not ((mask != low) & (mask != high)).any():
+        return np.array([low, high])
+    return np.unique(mask)
+
+
+def mask_values_problem(values):
+    """What is wrong with a mask's sorted distinct values, or None.
+
+    A binary mask holds 0 (background) and at most one other value: TGS's 16-bit 65535 (8-bit zeros when
+    empty), Carvana's palette index 1, 255 in exports. Training counts every value above 0 as foreground, so a
+    third value (anti-aliased edges, a class map) or a missing 0 would silently change the mask.
+    """
+    if len(values) > 2:
+        return (f"mask is not binary: {len(values)} distinct values ({format_values(values)}); "
+                f"expected 0 = background and one foreground value")
+    if len(values) == 2 and values[0] != 0:
+        return (f"mask has no background value 0: its values ({format_values(values)}) would all count as "
+                f"foreground")
+    if values[-1] != 0 and int(values[-1]) not in MASK_FOREGROUND_VALUES:
+        return (f"mask values ({format_values(values)}): foreground {int(values[-1])} is none of "
+                f"{', '.join(map(str, MASK_FOREGROUND_VALUES))}, the values Kaggle's masks use")
+    return None

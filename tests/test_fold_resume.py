@@ -1,0 +1,68 @@
+"""Issue 15: a cross-validation run killed with kill -9 in fold 2 of 3 and started again reuses fold 1's model
+and out-of-fold predictions (it is not trained again) and ends in the same submission, byte for byte, as a run
+that was never stopped.
+
+Both runs are ``python -m seglib run`` processes on the bundled TGS sample. The epoch limit, not a wall-clock
+budget, ends each fold (TRAIN_MINUTES None), so that the learning-rate schedule and hence the weights depend on
+nothing but the seed; the kill lands as fold 2 starts, before its first epoch is backed up.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from seglib import artifacts
+
+PARAMETERS = ["-p", "FOLDS", "3", "-p", "EPOCHS", "10", "-p", "TRAIN_MINUTES", "None", "-p", "CHECK_DATA", "False",
+              "-p", "LOSS", "bce_dice", "-p", "LEARNING_RATE", "0.003"]  # leaves the all-empty start in 10 epochs
+
+
+def seglib_run(run_dir, **popen):
+    return subprocess.Popen([sys.executable, "-m", "seglib", "run", "--quiet", "--run-dir", str(run_dir),
+                             *PARAMETERS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, **popen)
+
+
+def finish(process, timeout=600):
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def notebook_text(run_dir, name="03_train_unet.ipynb"):
+    cells = json.loads((run_dir / "notebooks" / name).read_text())["cells"]
+    return "\n".join("".join(output.get("text", "")) for cell in cells for output in cell.get("outputs", []))
+
+
+def test_a_run_killed_in_fold_2_of_3_reuses_fold_1_and_gives_the_same_submission(tmp_path):
+    killed = tmp_path / "killed"
+    process = seglib_run(killed, start_new_session=True)  # its own group: the papermill kernel dies with it
+    try:
+        deadline = time.monotonic() + 400
+        while not (killed / "fold1").exists():  # fold 2 (counted from 1) starts
+            assert process.poll() is None and time.monotonic() < deadline, "the run never reached fold 2"
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    fold_1_log = (killed / "fold0" / artifacts.HISTORY).read_bytes()
+    fold_1_model = (killed / "fold0" / artifacts.MODEL).stat().st_mtime_ns
+    assert not (killed / artifacts.OOF_STORE).exists() and (killed / f".{artifacts.OOF_STORE}.partial").is_dir()
+
+    finish(seglib_run(killed))
+    log = notebook_text(killed)
+    assert "fold 1/3: finished by an earlier run; its model and predictions are reused" in log
+    fold_lines = [line for line in log.splitlines() if line.startswith("--- fold ")]
+    assert [line[:14] for line in fold_lines] == ["--- fold 1/3: ", "--- fold 2/3: ", "--- fold 3/3: "], fold_lines
+    assert (killed / "fold0" / artifacts.HISTORY).read_bytes() == fold_1_log
+    assert (killed / "fold0" / artifacts.MODEL).stat().st_mtime_ns == fold_1_model, "fold 1 was trained again"
+
+    uninterrupted = tmp_path / "uninterrupted"
+    finish(seglib_run(uninterrupted))
+    assert (killed / artifacts.SUBMISSION).read_bytes() == (uninterrupted / artifacts.SUBMISSION).read_bytes()
+    assert not list(killed.rglob("*.partial*"))
