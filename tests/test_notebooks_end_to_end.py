@@ -23,7 +23,7 @@ from seglib.submit import validate_submission
 
 # Fewer epochs than the notebooks' default keep the test short; still enough to beat the all-empty baseline,
 # which notebook 04 asserts.
-PARAMETERS = {"EPOCHS": 15, "TRAIN_MINUTES": 3.0}
+PARAMETERS = {"EPOCHS": 30, "TRAIN_MINUTES": 3.0}
 
 
 @pytest.fixture(scope="module")

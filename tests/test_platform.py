@@ -29,7 +29,7 @@ REQUIREMENTS = Path(__file__).parent / "platform" / "requirements.txt"
 SLUG = "tgs-salt-identification-challenge"
 # Notebook 03 trains as briefly as the end-to-end test does: enough to beat the all-empty baseline (notebook 04
 # asserts it).
-TRAIN_PARAMETERS = {"EPOCHS": 15, "TRAIN_MINUTES": 3.0}
+TRAIN_PARAMETERS = {"EPOCHS": 30, "TRAIN_MINUTES": 3.0}
 # Each kernel, the earlier kernels' outputs it attaches, and where (notebook 04's one folder deeper).
 KERNELS = {
     "01_eda": {},
