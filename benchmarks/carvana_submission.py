@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seglib.policy import Policy
+
 TEST_IMAGES = 100_064  # Carvana's test set: 6,254 cars x 16 angles
 ANGLES = 16
 HEIGHT, WIDTH = 1280, 1918
-POLICY = {"threshold": 0.5, "min_area": 0, "fill_holes": False}
+POLICY = Policy(threshold=0.5)
 
 
 def make_competition_folder(folder):
@@ -90,7 +92,7 @@ def reference_writer(competition, predictions, geometry, shard, output):
     row_of = {image_id: row for row, image_id in enumerate(predictions.ids)}
     names, encodings = [], []
     for image_id in image_ids:
-        mask = to_original_size(geometry, predictions.probabilities[row_of[image_id]]) > POLICY["threshold"]
+        mask = to_original_size(geometry, predictions.probabilities[row_of[image_id]]) > POLICY.threshold
         pixels = np.concatenate([[0], mask.flatten(), [0]])
         runs = np.where(pixels[1:] != pixels[:-1])[0] + 1
         runs[1::2] -= runs[::2]
@@ -101,6 +103,7 @@ def reference_writer(competition, predictions, geometry, shard, output):
 
 def worker(arguments):
     """One process writing one shard; prints its time, image count and peak RSS as JSON."""
+    import seglib.backend  # noqa: F401  (TensorFlow's start-up, a one-off, stays outside the measured time)
     from seglib import store
     from seglib.competitions import get_competition
     from seglib.geometry import Geometry
@@ -121,7 +124,7 @@ def worker(arguments):
 
 def run_workers(jobs, folder, store_path):
     """Start one worker process per (method, shard, output) job at once; return their JSON reports."""
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment = dict(os.environ)
     if len(jobs) > 1:
         # One TensorFlow thread per process when several share the cores.
         environment.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
@@ -161,7 +164,7 @@ def main():
         store_path = make_store(temporary / "store", competition, arguments.shards, arguments.size)
         shards = arguments.shards
         print(f"{TEST_IMAGES:,} test ids in {shards} shards; probabilities stored at {arguments.size} x "
-              f"{arguments.size} float16, upscaled to {WIDTH} x {HEIGHT}; policy {POLICY}")
+              f"{arguments.size} float16, upscaled to {WIDTH} x {HEIGHT}; policy {POLICY.to_json()}")
         # Flat memory: the same writer on a shard four times smaller must peak at the same RSS.
         small = run_workers([("seglib", f"1/{4 * shards}", temporary / "small.csv")], folder, store_path)[0]
         single = {method: run_workers([(method, f"1/{shards}", temporary / f"{method}.csv")], folder, store_path)[0]

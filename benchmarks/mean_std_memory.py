@@ -68,6 +68,9 @@ def main():
         ratio = peaks[name, sizes[1]] / peaks[name, sizes[0]]
         print(f"{name:<26} peak(4N) / peak(N) = {ratio:.2f}")
     for num_images in sizes:
+        share = peaks["seglib.stats.mean_std", num_images] / peaks["np.stack + mean/std", num_images]
+        print(f"seglib peak / numpy peak, {num_images} images: {share:.1%} (aim <= 5%)")
+    for num_images in sizes:
         ours, reference = results["seglib.stats.mean_std", num_images], results["np.stack + mean/std", num_images]
         difference = max(np.abs(ours[0] - reference[0]).max(), np.abs(ours[1] - reference[1]).max())
         print(f"max |seglib - numpy| over mean and std images, {num_images} images: {difference:.2e}")

@@ -98,8 +98,8 @@ def train_recipe(recipe, competition, train_ids, validation_ids, normalization, 
 
 def predictions(competition, model, geometry, normalization, image_ids, tta, batch_size):
     """Model-size probabilities of ``image_ids`` (float16), streamed."""
-    return predict.predict_model_size(model, competition, image_ids, geometry, normalization, batch_size,
-                                      part="train", progress=False, tta=tta)
+    return np.concatenate([outputs.astype(np.float16) for _, outputs in predict.predict_batches(
+        model, competition, image_ids, geometry, normalization, batch_size, part="train", progress=False, tta=tta)])
 
 
 def test_scores(competition, geometry, image_ids, outputs, run_policy):
@@ -129,13 +129,13 @@ def evaluate(name, recipe, competition, split_ids, normalization, arguments):
     fitted, _ = policy.fit_policy_pairs(predict.truth_and_predictions(competition, validation_ids, geometry,
                                                                       validation), competition.metric)
     test = predictions(competition, model, geometry, normalization, test_ids, recipe["tta"], arguments.batch_size)
-    plain = test_scores(competition, geometry, test_ids, test, {"threshold": 0.5, "fill_holes": False})
+    plain = test_scores(competition, geometry, test_ids, test, policy.Policy(0.5))
     scores = test_scores(competition, geometry, test_ids, test, fitted)
     low, high = interval(scores)
     return {"recipe": name, "what": recipe["title"], "test score": scores.mean(), "95% CI low": low,
-            "95% CI high": high, "at 0.5": plain.mean(), "validation": fitted["validation_score"],
+            "95% CI high": high, "at 0.5": plain.mean(), "validation": fitted.validation_score,
             "epochs": len(history),
-            "policy": f"t={fitted['threshold']:.2f} area={fitted.get('min_area', 0)} fill={fitted['fill_holes']}",
+            "policy": f"t={fitted.threshold:.2f} area={fitted.min_area} fill={fitted.fill_holes}",
             "minutes": (time.monotonic() - started) / 60}
 
 

@@ -1,62 +1,49 @@
-"""The tf.data pipeline: ids + competition adapter -> model-sized, augmented, normalised batches.
-
-Flow per element: read and decode (the adapter, so zips work) -> geometry to the model size -> cache (when the
-model-sized set fits in memory; full-size Carvana or hand-bone images never would) -> shuffle -> batch ->
-augment (in raw pixel units, so colour layers see real RGB) -> normalise with the run's mean/std -> prefetch.
+"""The tf.data pipeline: read (the adapter, in Python, so zip members work) -> model size -> cache (when it fits
+in memory) -> shuffle -> batch -> augment (in raw pixel units, so colour layers see real RGB) -> normalise.
 """
 
 import contextlib
-import re
 
 import numpy as np
-import tensorflow as tf
-import keras
 
-AUTOTUNE = tf.data.AUTOTUNE
+from seglib.backend import keras, tf
 
-# Datasets whose model-sized float32 images and masks stay under this many bytes are cached in memory.
-CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+AUTOTUNE, layers = tf.data.AUTOTUNE, keras.layers
+CACHE_LIMIT_BYTES = 2 * 1024 ** 3  # datasets whose model-sized float32 arrays stay under this are cached
 
-# Geometric augmentations move image and mask together; Keras' image layers do that when called on
-# {"images": ..., "segmentation_masks": ...}. Each entry builds a list of layers from a seed.
+# Layers from a seed; called on {"images": ..., "segmentation_masks": ...} they move image and mask together.
 GEOMETRIC_AUGMENTATIONS = {
-    "hflip": lambda seed: [keras.layers.RandomFlip("horizontal", seed=seed)],
-    "vflip": lambda seed: [keras.layers.RandomFlip("vertical", seed=seed)],
-    "shift": lambda seed: [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed)],
-    "zoom": lambda seed: [keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed)],
-    "rotate": lambda seed: [keras.layers.RandomRotation(20 / 360, fill_mode="reflect", seed=seed)],
+    "hflip": lambda seed: [layers.RandomFlip("horizontal", seed=seed)],
+    "vflip": lambda seed: [layers.RandomFlip("vertical", seed=seed)],
+    "shift": lambda seed: [layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed)],
+    "zoom": lambda seed: [layers.RandomZoom(0.1, fill_mode="reflect", seed=seed)],
+    "rotate": lambda seed: [layers.RandomRotation(20 / 360, fill_mode="reflect", seed=seed)],
     # The Carvana notebook's rotation of +-20 degrees with a zoom of +-10 %.
-    "rotate_zoom": lambda seed: [keras.layers.RandomRotation(20 / 360, fill_mode="reflect", seed=seed),
-                                 keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 1)],
+    "rotate_zoom": lambda seed: [layers.RandomRotation(20 / 360, fill_mode="reflect", seed=seed),
+                                 layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 1)],
 }
-# Colour augmentations act on the image only, in raw pixel units (0..255).
+# On the image only, in raw pixel units (0..255).
 COLOUR_AUGMENTATIONS = {
-    "brightness": lambda seed: keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
-    "contrast": lambda seed: keras.layers.RandomContrast(0.1, seed=seed),
-    # 0.5 is Keras' "no change" for saturation; +-0.1 around it is a mild colour shift.
-    "saturation": lambda seed: keras.layers.RandomSaturation((0.4, 0.6), value_range=(0, 255), seed=seed),
-    "hue": lambda seed: keras.layers.RandomHue(0.05, value_range=(0, 255), seed=seed),
+    "brightness": lambda seed: layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
+    "contrast": lambda seed: layers.RandomContrast(0.1, seed=seed),
+    # 0.5 is Keras' "no change" for saturation.
+    "saturation": lambda seed: layers.RandomSaturation((0.4, 0.6), value_range=(0, 255), seed=seed),
+    "hue": lambda seed: layers.RandomHue(0.05, value_range=(0, 255), seed=seed),
 }
-# These mix the three colour channels, so they need RGB; extra channels (Carvana's background difference)
-# are left alone.
+# These mix three colour channels; extra channels (Carvana's background difference) are left alone.
 RGB_ONLY_AUGMENTATIONS = ("saturation", "hue")
 
 
 class Normalization:
-    """Per-channel (value - mean) / std, with the figures notebook 02 saved.
-
-    Args:
-        channel_mean, channel_std: sequences with one value per channel, in raw pixel units (0..255).
-    """
+    """Per-channel (value - mean) / std, mean and std in raw pixel units (notebook 02's figures)."""
 
     def __init__(self, channel_mean, channel_std):
         self.channel_mean = np.asarray(channel_mean, dtype=np.float32).reshape(-1)
-        # A constant channel (all-black sample) has std 0: keep it from dividing by zero.
-        self.channel_std = np.maximum(np.asarray(channel_std, dtype=np.float32).reshape(-1), 1e-6)
+        self.channel_std = np.maximum(np.asarray(channel_std, dtype=np.float32).reshape(-1), 1e-6)  # all-black: 0
 
     @classmethod
     def from_mean_std(cls, mean_std):
-        """Build from a ``seglib.stats.MeanStd``."""
+        """From a ``seglib.stats.MeanStd``."""
         return cls(mean_std.channel_mean, mean_std.channel_std)
 
     def __call__(self, images):
@@ -64,13 +51,7 @@ class Normalization:
 
 
 def make_augmenter(names, seed, channels=3):
-    """A function that augments a batch of (images, masks) with the named Keras layers.
-
-    Args:
-        names: e.g. ("hflip", "shift"); see GEOMETRIC_AUGMENTATIONS and COLOUR_AUGMENTATIONS.
-        seed: base seed; each layer gets its own.
-        channels: image channels; saturation and hue need at least 3 (they change the first three only).
-    """
+    """A function augmenting a batch of (images, masks) with the named layers, each seeded from ``seed``."""
     unknown = [name for name in names if name not in GEOMETRIC_AUGMENTATIONS and name not in COLOUR_AUGMENTATIONS]
     if unknown:
         raise ValueError(f"unknown augmentation(s) {unknown}; known: "
@@ -80,74 +61,63 @@ def make_augmenter(names, seed, channels=3):
         raise ValueError(f"augmentation(s) {needs_rgb} need RGB images; these have {channels} channel(s)")
     geometric = [layer for index, name in enumerate(names) if name in GEOMETRIC_AUGMENTATIONS
                  for layer in GEOMETRIC_AUGMENTATIONS[name](seed + 10 * index)]
-    colour = [(name, COLOUR_AUGMENTATIONS[name](seed + 100 + index)) for index, name in enumerate(names)
-              if name in COLOUR_AUGMENTATIONS]
+    colour = [(name in RGB_ONLY_AUGMENTATIONS and channels > 3, COLOUR_AUGMENTATIONS[name](seed + 100 + index))
+              for index, name in enumerate(names) if name in COLOUR_AUGMENTATIONS]
 
     def augment(images, masks):
         data = {"images": images, "segmentation_masks": masks}
         for layer in geometric:
             data = layer(data)
         images = data["images"]
-        for name, layer in colour:
-            if name in RGB_ONLY_AUGMENTATIONS and channels > 3:
-                images = tf.concat([layer(images[..., :3]), images[..., 3:]], axis=-1)
-            else:
-                images = layer(images)
+        for rgb_only, layer in colour:
+            images = tf.concat([layer(images[..., :3]), images[..., 3:]], axis=-1) if rgb_only else layer(images)
         # Rotations and zooms interpolate mask edges; thresholding keeps the target binary.
         return images, tf.cast(data["segmentation_masks"] > 0.5, tf.float32)
 
     return augment
 
 
+# The adapter's errors while tf.data reads, which tf.data reports only inside an InvalidArgumentError's text.
+_failures = []
+
+
 def _reader(competition, part, with_masks, geometry):
-    """A tf.data map function: read one id through the adapter (Python, so zip members work) and bring it to
-    the model size."""
-    height, width = competition.image_size
-    channels = competition.image_channels
-    classes = competition.num_classes
+    """A tf.data map function: one id read by the adapter, brought to the model size."""
+    shapes = [(*competition.image_size, competition.image_channels), (*competition.image_size, competition.num_classes)]
 
     def read_numpy(image_id):
         image_id = image_id.decode()
-        image = competition.read_image(image_id, part)
-        if not with_masks:
-            return image
-        mask = competition.read_mask(image_id)
-        return image, mask.reshape(height, width, classes).astype(np.uint8)
-
-    def to_model(tensor):
-        return geometry.to_model(tf.cast(tensor, tf.float32)[tf.newaxis])[0]
+        try:
+            arrays = [competition.read_image(image_id, part)]
+            if with_masks:
+                arrays.append(competition.read_mask(image_id).reshape(shapes[1]).astype(np.uint8))
+            return arrays
+        except Exception as error:
+            _failures.append(error)
+            raise
 
     def read(image_id):
-        if not with_masks:
-            image = tf.numpy_function(read_numpy, [image_id], tf.uint8, stateful=False)
-            return to_model(tf.ensure_shape(image, (height, width, channels)))
-        image, mask = tf.numpy_function(read_numpy, [image_id], (tf.uint8, tf.uint8), stateful=False)
-        image = to_model(tf.ensure_shape(image, (height, width, channels)))
+        arrays = tf.numpy_function(read_numpy, [image_id], [tf.uint8] * (1 + with_masks), stateful=False)
+        image, *mask = [geometry.to_model(tf.cast(tf.ensure_shape(array, shape), tf.float32)[tf.newaxis])[0]
+                        for array, shape in zip(arrays, shapes)]
         # Bilinear resizing blurs mask edges; thresholding keeps the target binary.
-        mask = tf.cast(to_model(tf.ensure_shape(mask, (height, width, classes))) > 0.5, tf.float32)
-        return image, mask
+        return (image, tf.cast(mask[0] > 0.5, tf.float32)) if with_masks else image
 
     return read
 
 
-# What the adapter raised inside tf.numpy_function, as tf.data reports it: "...ValueError: <message>\n...".
-_READER_ERROR = re.compile(r"\b(ValueError|KeyError|FileNotFoundError): (.+)")
-
-
 @contextlib.contextmanager
 def reader_errors():
-    """Raise the adapter's own error (e.g. "train/images/x.png: cannot decode image") as a ValueError.
-
-    tf.data wraps an error raised while reading a file into an InvalidArgumentError with a long TensorFlow trace;
-    the user needs the file name and what is wrong with it.
-    """
+    """Raise the adapter's own error (e.g. "train/images/x.png: cannot decode image") in place of the
+    InvalidArgumentError and TensorFlow trace that tf.data wraps it in."""
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
-        match = _READER_ERROR.search(str(error))
-        if match is None:
+        failure = next((failure for failure in _failures if str(failure) in str(error)), None)
+        if failure is None:
             raise
-        raise ValueError(match.group(2).strip()) from None
+        _failures.remove(failure)
+        raise failure from None
 
 
 def fits_in_memory(competition, num_images, geometry, with_masks=True):
@@ -158,26 +128,9 @@ def fits_in_memory(competition, num_images, geometry, with_masks=True):
 
 def make_dataset(competition, image_ids, geometry, normalization, batch_size, part="train", with_masks=True,
                  shuffle=False, augmentations=(), seed=0, cache="auto"):
-    """Batches for training, validation or prediction.
-
-    Args:
-        competition: a ``seglib.competitions.Competition``.
-        image_ids: ids to read, in order (the order is kept unless ``shuffle``).
-        geometry: a ``seglib.geometry.Geometry`` mapping images to the model size.
-        normalization: a ``Normalization``.
-        batch_size: images per batch.
-        part: "train" or "test".
-        with_masks: yield (images, masks) pairs; otherwise images only (prediction).
-        shuffle: reshuffle every epoch (training).
-        augmentations: names for ``make_augmenter`` (training only).
-        seed: seeds shuffling and augmentation.
-        cache: keep the model-sized images in memory after the first epoch: True, False, or "auto" (when
-            they fit in CACHE_LIMIT_BYTES).
-
-    Returns:
-        A ``tf.data.Dataset`` of float32 batches: images (batch, size, size, channels) and masks
-        (batch, size, size, num_classes) in {0, 1}.
-    """
+    """Float32 batches of images (batch, size, size, channels), and of masks in {0, 1} when ``with_masks``, in the
+    order of ``image_ids`` unless ``shuffle`` (every epoch, seeded). ``part``: "train" or "test"; ``augmentations``:
+    names for ``make_augmenter``; ``cache``: True, False or "auto" (``fits_in_memory``)."""
     image_ids = [str(image_id) for image_id in image_ids]
     if not image_ids:
         raise ValueError("make_dataset needs at least one id")
@@ -190,11 +143,8 @@ def make_dataset(competition, image_ids, geometry, normalization, batch_size, pa
     if shuffle:
         dataset = dataset.shuffle(len(image_ids), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    if with_masks:
-        if augmentations:
-            augmenter = make_augmenter(augmentations, seed, channels=competition.image_channels)
-            dataset = dataset.map(augmenter, num_parallel_calls=AUTOTUNE)
-        dataset = dataset.map(lambda images, masks: (normalization(images), masks), num_parallel_calls=AUTOTUNE)
-    else:
-        dataset = dataset.map(normalization, num_parallel_calls=AUTOTUNE)
-    return dataset.prefetch(AUTOTUNE)
+    if with_masks and augmentations:
+        augment = make_augmenter(augmentations, seed, competition.image_channels)
+        dataset = dataset.map(augment, num_parallel_calls=AUTOTUNE)
+    normalise = (lambda images, masks: (normalization(images), masks)) if with_masks else normalization
+    return dataset.map(normalise, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

@@ -7,6 +7,7 @@ cost the points, and what the minimum-area rule trades (empty images kept empty 
 import numpy as np
 import pandas as pd
 
+from seglib.errors import SeglibError
 from seglib.metrics import get_metric
 from seglib.policy import apply_policy
 
@@ -16,17 +17,11 @@ COVERAGE_BINS = ("empty", "under 1 %", "1-25 %", "over 25 %")
 
 
 def image_table(make_pairs, image_ids, run_policy, metric_name):
-    """One row per image: its score under ``run_policy`` and what the truth and the prediction cover.
+    """One row per image, indexed by id: its score under ``run_policy`` (a ``seglib.policy.Policy``; the mean
+    over classes with several), true_coverage, predicted_coverage, true_empty and predicted_empty.
 
-    Args:
-        make_pairs: a function returning an iterator of (true mask, probabilities at the original size), as
-            ``seglib.predict.truth_and_predictions`` returns.
-        image_ids: the ids, in the order of the pairs.
-        run_policy: the post-processing policy (``seglib.policy``), e.g. notebook 04's, or {"threshold": 0.5}.
-        metric_name: "tgs" or "dice"; with several classes an image's score is the mean over its classes.
-
-    Returns:
-        DataFrame indexed by id: score, true_coverage, predicted_coverage, true_empty, predicted_empty.
+    ``make_pairs`` returns an iterator of (true mask, probabilities at the original size) in the order of
+    ``image_ids``, as ``seglib.predict.truth_and_predictions`` does.
     """
     image_scores = get_metric(metric_name).image_scores
     rows = []
@@ -36,7 +31,7 @@ def image_table(make_pairs, image_ids, run_policy, metric_name):
         rows.append((image_id, float(np.mean(image_scores(truth[np.newaxis], prediction[np.newaxis]))),
                      truth.mean(), prediction.mean(), not truth.any(), not prediction.any()))
     if len(rows) != len(image_ids):
-        raise ValueError(f"{len(image_ids)} ids but {len(rows)} (mask, prediction) pairs")
+        raise SeglibError(f"{len(image_ids)} ids but {len(rows)} (mask, prediction) pairs")
     columns = ["id", "score", "true_coverage", "predicted_coverage", "true_empty", "predicted_empty"]
     return pd.DataFrame(rows, columns=columns).set_index("id")
 

@@ -1,8 +1,6 @@
-"""Named recipes: notebook parameters that go together, for ``python -m seglib run --recipe NAME``.
-
-The notebooks' own defaults are the "tgs_cpu" recipe: the best that ``benchmarks/quality.py`` measured on real
-TGS images for a budget of 15 CPU-minutes. The GPU recipes are the winners' pretrained-encoder U-Nets for a
-Kaggle or Colab GPU; they are not run here (no GPU): their settings follow the published solutions.
+"""Named sets of notebook parameters, for ``python -m seglib run --recipe NAME``. "tgs_cpu" is the notebooks'
+defaults, the best ``benchmarks/quality.py`` measured on real TGS images in 15 CPU-minutes; the GPU recipes are
+the winners' pretrained-encoder U-Nets, not run here (no GPU): their settings follow the published solutions.
 """
 
 RECIPES = {

@@ -1,9 +1,7 @@
 """Test-time augmentation: predict on transformed copies of a batch, undo each transform, average.
 
-The transforms are the eight symmetries of the square (D4): flips and quarter turns move pixels without
-resampling, so every inverse is exact and the averaged probabilities line up pixel for pixel. Horizontal flip
-alone ("hflip") is the usual choice for photographs and seismic sections, whose up and down are not
-interchangeable; the full "d4" set suits top-down images (microscopy).
+The transforms are the eight symmetries of the square (D4): they move pixels without resampling, so every inverse
+is exact. "hflip" suits photographs and seismic sections, whose up and down differ; "d4" suits top-down images.
 """
 
 import numpy as np
@@ -51,17 +49,9 @@ def inverse_transform(images, name):
 
 
 def predict_tta(predict, images, tta="hflip"):
-    """Average of ``predict`` over the transforms of ``tta``, each output transformed back.
-
-    Args:
-        predict: a function from an image batch (n, size, size, channels) to probabilities of the same layout
-            (e.g. ``seglib.predict.model_probabilities`` of a model).
-        images: the batch, square when the set holds transposes.
-        tta: "none", "hflip" or "d4" (``TTA_SETS``), or a sequence of transform names.
-
-    Returns:
-        float32 probabilities averaged in probability space.
-    """
+    """float32 probabilities of ``predict`` (batch -> probabilities) averaged over the transforms of ``tta``
+    ("none", "hflip", "d4" or a sequence of transform names), each output transformed back; "d4" needs square
+    images."""
     if isinstance(tta, str):
         if tta not in TTA_SETS:
             raise ValueError(f"unknown TTA set {tta!r}; known: {sorted(TTA_SETS)}")

@@ -9,7 +9,9 @@ of epoch K and then waits, so that a test can kill the process in the middle of 
 """
 
 import argparse
+import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from seglib import env, metrics, models, split, stats, train  # noqa: E402
 from seglib.competitions import get_competition  # noqa: E402
 from seglib.data import Normalization, make_dataset  # noqa: E402
 from seglib.geometry import Geometry  # noqa: E402
-from seglib.predict import predict_model_size, to_original_size  # noqa: E402
+from seglib.predict import predict_batches, to_original_size  # noqa: E402
 
 TRAIN_IMAGES = 48
 BATCH_SIZE = 8
@@ -52,6 +54,7 @@ def main():
     parser.add_argument("--stall-at-epoch", type=int, default=None)
     arguments = parser.parse_args()
     run_dir = Path(arguments.run_dir)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")  # seglib's resume lines
 
     env.seed_everything(arguments.seed)
     competition = get_competition("tgs", env.SAMPLE_ROOT / "tgs")
@@ -70,8 +73,8 @@ def main():
     train.fit(model, train_dataset, validation_dataset, run_dir, epochs=arguments.epochs, verbose=2)
 
     best = keras.models.load_model(run_dir / "model.keras")
-    outputs = predict_model_size(best, competition, validation_ids, geometry, normalization, BATCH_SIZE, "train",
-                                 progress=False)
+    outputs = np.concatenate([batch for _, batch in predict_batches(
+        best, competition, validation_ids, geometry, normalization, BATCH_SIZE, "train", progress=False)])
     predictions = np.stack([to_original_size(geometry, output) > 0.5 for output in outputs])
     score = metrics.tgs_score(competition.read_masks(validation_ids), predictions)
     print(f"validation score: {score!r}", flush=True)

@@ -9,7 +9,7 @@ from seglib.artifacts import atomic_path, load_json, load_npz, save_json, save_n
 def test_atomic_path_success_leaves_only_the_target(tmp_path):
     target = tmp_path / "sub" / "model.keras"
     with atomic_path(target) as temporary:
-        assert temporary.parent == target.parent  # same file system, so the rename is atomic
+        assert temporary.parent.parent == target.parent  # same file system, so the rename is atomic
         assert temporary.suffix == ".keras" and temporary != target
         assert not target.exists()
         temporary.write_text("weights")

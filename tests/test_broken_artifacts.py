@@ -1,15 +1,12 @@
 """Issue 15: a truncated or foreign artifact in a run folder is named, with what writes it again; a run folder
 that cannot take the run's files fails before any work."""
 
-import json
 import os
-from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
-from seglib import artifacts, models, policy, stats, store, submit
+from seglib import artifacts, models, policy, stats, store, submit, train
 from seglib.env import open_run
 
 
@@ -19,8 +16,10 @@ def run_folder(tmp_path):
     model = models.build_model("unet", (32, 32, 1), depth=2, base_filters=4)
     model.save(tmp_path / artifacts.MODEL)
     stats.save_mean_std(tmp_path / artifacts.MEAN_STD, stats.mean_std(np.ones((4, 8, 8, 1), np.uint8)))
-    policy.save_policy(tmp_path / artifacts.POLICY, {"threshold": 0.5, "min_area": 0, "fill_holes": False})
-    artifacts.save_json(tmp_path / artifacts.TRAIN_CONFIG, {"models": [artifacts.MODEL]})
+    policy.save_policy(tmp_path / artifacts.POLICY, policy.Policy(0.5))
+    train.TrainSettings("tgs", {}, {"mode": "pad", "size": 32, "original_size": [32, 32]}, "unet", {}, "bce", 1e-3,
+                        "cosine", 1, None, 4, 1, None, [0, None, 0.0], [], 0, 1, "none", "float32", [["a", "b"]],
+                        models=[artifacts.MODEL]).save(tmp_path / artifacts.TRAIN_CONFIG)
     with store.PredictionWriter(tmp_path / artifacts.OOF_STORE, ["a", "b"], (32, 32, 1)) as writer:
         writer.write(["a", "b"], np.zeros((2, 32, 32, 1)))
     return tmp_path

@@ -14,10 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from seglib import check as check_module
 from seglib import sample
 from seglib.__main__ import main
-from seglib.competitions import get_competition
 from seglib.check import Problem, check_dataset
 
 CARVANA_DIR = sample.default_out_dir("carvana")
@@ -104,8 +102,7 @@ def tgs_wrong_size_image(root, train_ids, test_ids):
 
 def tgs_wrong_size_mask(root, train_ids, test_ids):
     Image.fromarray(np.zeros((101, 64), np.uint8)).save(root / "train/masks" / f"{train_ids[0]}.png")
-    image_path = f"train/images/{train_ids[0]}.png"
-    return [(f"train/masks/{train_ids[0]}.png", [f"mask is 64x101, its image {image_path} is 101x101"])]
+    return [(f"train/masks/{train_ids[0]}.png", ["mask is 64x101, expected 101x101"])]
 
 
 def tgs_deleted_mask(root, train_ids, test_ids):
@@ -533,18 +530,6 @@ def test_image_folder_damage_is_named(tmp_path, damage):
     root = make_image_folder(tmp_path / "data")
     expected = damage(root)
     assert_problems(run_check("folder", root), expected)
-
-
-def test_any_other_adapter_is_checked_through_its_readers(tmp_path):
-    """A competition without its own checks still has every image and mask read through its adapter."""
-    root = make_image_folder(tmp_path / "data")
-    truncate(root / "masks/1.png")
-    truncate(root / "test/0.png")
-    check = check_module.DatasetCheck(get_competition("folder", root))
-    check_module.check_through_adapter(check)
-    assert_problems(check.problems, [("images/1.png", ["masks/1.png: cannot decode image"]),
-                                     ("test/0.png", ["cannot decode image"])])
-    assert check.files_checked == 3 * 2 + 1
 
 
 def test_there_are_at_least_24_distinct_damages():

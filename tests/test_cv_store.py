@@ -83,9 +83,6 @@ def test_store_round_trips_float16_with_folds_in_any_order(tmp_path):
     assert stored.ids == ids and list(stored.folds) == [0, 0, 0, 0, 1, 1, 1]
     assert stored.probabilities.dtype == np.float16 and isinstance(stored.probabilities, np.memmap)
     np.testing.assert_allclose(stored.probabilities, outputs, atol=1e-3)
-    np.testing.assert_array_equal(stored.select(["id5", "id1"]), stored.probabilities[[5, 1]])
-    with pytest.raises(ValueError, match="no prediction for id 'nope'"):
-        stored.select(["nope"])
 
 
 def test_store_refuses_gaps_overlaps_and_leaves_nothing_half_written(tmp_path):
@@ -107,19 +104,28 @@ def test_store_refuses_gaps_overlaps_and_leaves_nothing_half_written(tmp_path):
         store.Predictions(tmp_path / "oof")
 
 
+def write_store(path, image_ids, outputs, folds=None):
+    """A whole store at once, from in-memory ``outputs``."""
+    folds = np.zeros(len(image_ids), dtype=int) if folds is None else np.asarray(folds)
+    with store.PredictionWriter(path, image_ids, np.shape(outputs)[1:]) as writer:
+        for fold in np.unique(folds):
+            rows = np.flatnonzero(folds == fold)
+            writer.write([image_ids[row] for row in rows], np.asarray(outputs)[rows], fold=int(fold))
+
+
 def test_store_replaces_an_older_store_and_averages_runs(tmp_path):
     ids = ["a", "b", "c"]
     first = np.full((3, 4, 4, 1), 0.2)
     second = np.full((3, 4, 4, 1), 0.6)
-    store.write_predictions(tmp_path / "run1", ids, np.zeros((3, 4, 4, 1)))
-    store.write_predictions(tmp_path / "run1", ids, first, folds=[0, 1, 1])  # replaces the older one
-    store.write_predictions(tmp_path / "run2", ids, second)
+    write_store(tmp_path / "run1", ids, np.zeros((3, 4, 4, 1)))
+    write_store(tmp_path / "run1", ids, first, folds=[0, 1, 1])  # replaces the older one
+    write_store(tmp_path / "run2", ids, second)
     store.average_stores([tmp_path / "run1", tmp_path / "run2"], tmp_path / "ensemble", chunk_size=2)
     ensemble = store.Predictions(tmp_path / "ensemble")
     np.testing.assert_allclose(ensemble.probabilities, 0.4, atol=1e-3)
     assert list(ensemble.folds) == [0, 1, 1]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ensemble", "run1", "run2"]
-    store.write_predictions(tmp_path / "other", ["a", "b", "x"], first)
+    write_store(tmp_path / "other", ["a", "b", "x"], first)
     with pytest.raises(ValueError, match="same ids"):
         store.average_stores([tmp_path / "run1", tmp_path / "other"], tmp_path / "bad")
 
@@ -165,6 +171,7 @@ def random_dataset(count, seed):
     return tf.data.Dataset.from_tensor_slices((images, masks)).batch(4)
 
 
+@pytest.mark.slow
 def test_two_stage_fine_tunes_the_best_checkpoint_with_lovasz(tmp_path):
     keras.utils.set_random_seed(0)
     model = train.compile_model(build_unet((32, 32, 1), depth=2, base_filters=4), loss="bce_dice",
@@ -209,7 +216,7 @@ def test_empty_head_trains_jointly_and_predicts_with_its_veto(tmp_path):
 def test_read_gives_the_rows_of_the_memory_map(tmp_path):
     rng = np.random.default_rng(3)
     outputs = rng.uniform(size=(6, 5, 5, 2)).astype(np.float16)
-    store.write_predictions(tmp_path / "s", [f"id{index}" for index in range(6)], outputs)
+    write_store(tmp_path / "s", [f"id{index}" for index in range(6)], outputs)
     predictions = store.Predictions(tmp_path / "s")
     np.testing.assert_array_equal(predictions.read([4, 0, 4]), outputs[[4, 0, 4]])
     with pytest.raises(IndexError, match="row 6"):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from seglib import SeglibError
 from seglib.competitions import get_competition
-from seglib.data import Normalization, make_augmenter, make_dataset
+from seglib.data import Normalization, make_augmenter, make_dataset, reader_errors
 from seglib.geometry import Geometry
 from seglib.stats import mean_std
 
@@ -155,3 +156,17 @@ def test_images_only_without_masks(competition, geometry, normalization):
 def test_empty_id_list(competition, geometry, normalization):
     with pytest.raises(ValueError):
         make_dataset(competition, [], geometry, normalization, 4)
+
+
+def test_a_broken_image_raises_the_adapters_error_not_tensorflows(make_tgs_folder, geometry, normalization):
+    root, train_ids, _ = make_tgs_folder(num_train=4)
+    (root / "train" / "images" / f"{train_ids[2]}.png").write_bytes(b"not a png")
+    dataset = make_dataset(get_competition("tgs", root), train_ids, geometry, normalization, 2)
+    with pytest.raises(SeglibError, match=f"images/{train_ids[2]}.png: cannot decode image") as raised:
+        with reader_errors():
+            list(dataset)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no TensorFlow trace
+    # An error that no reader raised passes through unchanged.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        with reader_errors():
+            tf.debugging.assert_equal(1, 2)

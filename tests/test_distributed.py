@@ -17,6 +17,8 @@ import pytest
 
 from seglib import env
 
+pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
+
 # Per-step losses agree to float32 round-off (the replicas sum in another order; measured: 1.4e-5).
 LOSS_RTOL = 1e-4
 # Final weights, relative to how far training moved them: over all weights (measured 0.006; per-replica batch
@@ -127,9 +129,10 @@ RUN_SCRIPT = textwrap.dedent('''
     results["prediction_shapes"] = [list(single_predictions.shape), list(mirrored_predictions.shape)]
     results["prediction_error"] = float(np.max(np.abs(single_predictions - mirrored_predictions)))
     # seglib's own inference path (what notebooks 03 and 05 use), with flip TTA, on the mirrored model.
-    from seglib.predict import predict_model_size
-    seglib_predictions = predict_model_size(mirrored, competition, ids[:PREDICT_IMAGES], geometry, normalization,
-                                            BATCH, "train", progress=False, tta="hflip")
+    from seglib.predict import predict_batches
+    seglib_predictions = np.concatenate([outputs for _, outputs in predict_batches(
+        mirrored, competition, ids[:PREDICT_IMAGES], geometry, normalization, BATCH, "train", progress=False,
+        tta="hflip")])
     flipped = single.predict(predict_dataset.map(lambda images: images[:, :, ::-1]), verbose=0)[:, :, ::-1]
     reference = (1 / (1 + np.exp(-single_predictions)) + 1 / (1 + np.exp(-flipped))) / 2  # the models give logits
     results["seglib_prediction_shape"] = list(seglib_predictions.shape)
@@ -144,7 +147,7 @@ def two_device_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("distributed")
     script, out_path = directory / "run_distributed.py", directory / "result.json"
     script.write_text(RUN_SCRIPT)
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    environment = dict(os.environ)
     environment.pop(env.STRATEGY_VARIABLE, None)
     completed = subprocess.run([sys.executable, str(script), str(out_path), str(directory / "initial.weights.h5")],
                                capture_output=True, text=True, env=environment, cwd=Path(__file__).resolve().parents[1], timeout=600)
@@ -155,10 +158,11 @@ def two_device_run(tmp_path_factory):
 # --- strategy names, in this process ------------------------------------------------------------------------
 
 
-def test_default_strategy_has_one_replica(capsys):
-    strategy = env.distribution_strategy("default")
+def test_default_strategy_has_one_replica(caplog):
+    with caplog.at_level("INFO", logger="seglib"):
+        strategy = env.distribution_strategy("default")
     assert strategy.num_replicas_in_sync == 1
-    assert "1 replica" in capsys.readouterr().out
+    assert "1 replica" in caplog.text
 
 
 def test_unknown_strategy_name_is_an_error():

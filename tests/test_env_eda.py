@@ -1,5 +1,7 @@
 """Paths, platform, seeding and strategy (seglib.env), and the EDA tables (seglib.eda) on the sample."""
 
+import logging
+
 import keras
 import numpy as np
 import pandas as pd
@@ -7,7 +9,7 @@ import pytest
 
 from seglib import env, rle
 from seglib.competitions import get_competition
-from seglib.eda import coverage_table, resolution_ceiling
+from seglib.eda import ceiling_image_scores, coverage_table, survey_masks
 
 
 @pytest.fixture
@@ -134,18 +136,33 @@ def test_resolve_run_dir_honours_the_variable(monkeypatch, tmp_path):
     assert env.resolve_run_dir(target) == path  # an existing folder is fine
 
 
-def test_open_run_says_where_it_runs(local, monkeypatch, tmp_path, capsys):
+def test_open_run_says_where_it_runs(local, monkeypatch, tmp_path, caplog):
     import tensorflow as tf
 
     monkeypatch.setenv(env.RUN_DIR_VARIABLE, str(tmp_path / "run"))
     monkeypatch.chdir(tmp_path)
-    competition, run_dir = env.open_run("tgs")
+    with caplog.at_level(logging.INFO, logger="seglib"):
+        competition, run_dir = env.open_run("tgs")
     assert competition.name == "tgs" and run_dir == (tmp_path / "run").resolve()
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "run folder: run\n" in out  # relative to the working directory
     assert "platform:   local" in out and "devices:    CPU" in out
     assert f"TensorFlow {tf.__version__}, Keras {keras.__version__}" in out
     assert f"data:       {env.SAMPLE_ROOT / 'tgs'}" in out
+
+
+def test_show_logs_prints_info_lines_where_logging_is_unconfigured(monkeypatch, capsys):
+    """A notebook's kernel has no logging set up: open_run makes seglib's INFO lines part of the cell output."""
+    logger = logging.getLogger("seglib")
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    try:
+        env.show_logs()
+        env.show_logs()  # a second call adds no second handler
+        logging.getLogger("seglib.env").info("hello")
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert capsys.readouterr().out == "hello\n"
 
 
 @pytest.fixture
@@ -220,9 +237,9 @@ def test_coverage_table(competition, sample_dir):
 
 
 def test_resolution_ceiling_on_the_sample(competition):
-    masks = competition.read_masks(competition.train_ids())
+    ids = competition.train_ids()
     sizes = [32, 101, 64, 16]
-    table = resolution_ceiling(masks, sizes, "tgs")
+    table = survey_masks(competition, ids, sizes, ceiling_images=len(ids), progress=False).ceiling
     assert list(table.columns) == ["size", "score"] and list(table["size"]) == sizes
     score = dict(zip(table["size"], table["score"]))
     assert score[101] == 1.0  # no resampling at the native size
@@ -235,8 +252,8 @@ def test_resolution_ceiling_on_the_sample(competition):
 
 def test_resolution_ceiling_of_empty_and_full_masks():
     masks = np.stack([np.zeros((101, 101), bool), np.ones((101, 101), bool)])
-    table = resolution_ceiling(masks, [64, 16], "dice")
-    assert (table["score"] == 1.0).all()
+    scores = ceiling_image_scores(masks, [64, 16], "dice")
+    assert scores.shape == (2, 2) and (scores == 1.0).all()
 
 
 def test_set_precision_auto_follows_the_hardware():

@@ -7,6 +7,8 @@ import pytest
 
 from seglib import eda, evaluate, metrics, plots, rle, submit, train
 from seglib.competitions import get_competition
+from seglib.errors import SeglibError
+from seglib.policy import Policy
 
 
 def pairs_of(truths, probabilities):
@@ -19,7 +21,7 @@ def test_image_table_scores_each_image_like_the_metric():
     truths[:4] = False
     probabilities = np.clip(truths + rng.normal(0, 0.4, truths.shape), 0, 1).astype(np.float32)
     ids = [f"image{index}" for index in range(12)]
-    table = evaluate.image_table(pairs_of(truths, probabilities), ids, {"threshold": 0.5}, "tgs")
+    table = evaluate.image_table(pairs_of(truths, probabilities), ids, Policy(0.5), "tgs")
     expected = metrics.tgs_image_scores(truths, probabilities > 0.5)
     np.testing.assert_allclose(table["score"].to_numpy(), expected)
     assert list(table.index) == ids
@@ -37,10 +39,10 @@ def test_image_table_averages_classes_and_names_a_count_mismatch():
     truths[0, :4, :, 0] = True
     probabilities = truths.astype(np.float32)
     probabilities[0, ..., 1] = 0.9  # class 1 predicted everywhere where it is absent: that class scores 0
-    table = evaluate.image_table(pairs_of(truths, probabilities), ["a", "b"], {"threshold": 0.5}, "dice")
+    table = evaluate.image_table(pairs_of(truths, probabilities), ["a", "b"], Policy(0.5), "dice")
     assert table.at["a", "score"] == pytest.approx(2 / 3) and table.at["b", "score"] == 1.0
     with pytest.raises(ValueError, match="3 ids but 2"):
-        evaluate.image_table(pairs_of(truths, probabilities), ["a", "b", "c"], {"threshold": 0.5}, "dice")
+        evaluate.image_table(pairs_of(truths, probabilities), ["a", "b", "c"], Policy(0.5), "dice")
 
 
 def test_coverage_bins_and_score_by_coverage():
@@ -82,7 +84,7 @@ def test_submission_coverage_sums_run_lengths(sample_dir):
     table = pd.DataFrame({"id": ids, "rle_mask": [rle.encode(mask) for mask in masks]})
     coverage = submit.submission_coverage(table, competition, ids)
     np.testing.assert_allclose(coverage.to_numpy(), masks.mean(axis=(1, 2)))
-    with pytest.raises(submit.SubmissionError, match="no row for"):
+    with pytest.raises(SeglibError, match="no row for"):
         submit.submission_coverage(table.iloc[:2], competition, ids)
 
 
@@ -106,6 +108,19 @@ def test_heatmap_fits_a_wide_table_and_marks_the_chosen_cell():
     (patch,) = figure.axes[0].patches
     assert patch.get_xy() == (24 - 0.5, 3 - 0.5)
     assert len(figure.axes[0].get_xticklabels()) <= 25
+
+
+def test_histograms_overlay_groups_and_save_writes_one_png(tmp_path):
+    table = pd.DataFrame({"z": [1.0, 2.0, 3.0, 4.0], "make": ["a", "b", "a", None],
+                          "part": ["train", "train", "test", "test"]})
+    figure = plots.histograms(table, group="part")
+    assert [axis.get_xlabel() for axis in figure.axes] == ["z", "make"]
+    for axis in figure.axes:
+        assert sorted(text.get_text() for text in axis.get_legend().get_texts()) == ["test", "train"]
+    assert [label.get_text() for label in figure.axes[1].get_xticklabels()] == ["a", "b"]
+    path = plots.save(figure, tmp_path, "metadata")
+    assert path == tmp_path / "plots" / "metadata.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert [child.name for child in path.parent.iterdir()] == ["metadata.png"]  # no partial file left
 
 
 def test_learning_curves_count_epochs_from_one_and_mark_the_best():

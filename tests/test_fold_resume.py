@@ -14,7 +14,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from seglib import artifacts
+
+pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
 
 PARAMETERS = ["-p", "FOLDS", "3", "-p", "EPOCHS", "10", "-p", "TRAIN_MINUTES", "None", "-p", "CHECK_DATA", "False",
               "-p", "LOSS", "bce_dice", "-p", "LEARNING_RATE", "0.003"]  # leaves the all-empty start in 10 epochs
@@ -22,8 +26,7 @@ PARAMETERS = ["-p", "FOLDS", "3", "-p", "EPOCHS", "10", "-p", "TRAIN_MINUTES", "
 
 def seglib_run(run_dir, **popen):
     return subprocess.Popen([sys.executable, "-m", "seglib", "run", "--quiet", "--run-dir", str(run_dir),
-                             *PARAMETERS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, **popen)
+                             *PARAMETERS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def finish(process, timeout=600):

@@ -125,11 +125,12 @@ def test_ids_match_the_files(extracted, zipped):
 
 
 def test_list_tree_extracted_and_zipped(zipped_dir):
-    from_folder = CompetitionFiles(SAMPLE_DIR).list_tree("train/outputs_json", ".json")
-    from_zip = CompetitionFiles(zipped_dir).list_tree("train/outputs_json", ".json")
+    from_folder = CompetitionFiles(SAMPLE_DIR).list_folder("train/outputs_json", ".json", tree=True)
+    from_zip = CompetitionFiles(zipped_dir).list_folder("train/outputs_json", ".json", tree=True)
     assert from_folder == from_zip == sample_ids("train")
-    assert CompetitionFiles(zipped_dir).list_tree("test", ".png") == [f"DCM/{i}" for i in sample_ids("test")]
-    assert CompetitionFiles(SAMPLE_DIR).list_tree("no-such-folder", ".png") == []
+    zipped_files = CompetitionFiles(zipped_dir)
+    assert zipped_files.list_folder("test", ".png", tree=True) == [f"DCM/{i}" for i in sample_ids("test")]
+    assert CompetitionFiles(SAMPLE_DIR).list_folder("no-such-folder", ".png", tree=True) == []
 
 
 def test_images_equal_and_well_formed(extracted, zipped):
@@ -372,7 +373,7 @@ def test_duplicated_file_name_across_patients(tmp_path):
     root = make_folder(tmp_path / "hb", train={"ID001/a": every_class()}, test=["ID002/same", "ID003/same"])
     competition = get_competition("handbone", root)
     assert competition.train_ids() == ["ID001/a"]
-    with pytest.raises(ValueError, match="ID002/same.png.*ID003/same.png"):
+    with pytest.raises(ValueError, match="test/DCM/ID003/same.png: same file name as test/DCM/ID002/same.png"):
         competition.test_ids()
 
 

@@ -129,7 +129,7 @@ def test_folder_adapter_reads_any_mask_encoding(tmp_path):
 def test_folder_adapter_errors(tmp_path):
     root = write_folder(tmp_path / "data", np.zeros((3, 8, 8), bool))
     (root / "masks" / "2.png").unlink()
-    with pytest.raises(ValueError, match="images/2: has no partner"):
+    with pytest.raises(ValueError, match="images/2.png: no mask masks/2"):
         get_competition("folder", root).train_ids()
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "masks" / "2.png")
     with pytest.raises(ValueError, match="masks/2.png: mask is 5x5, expected 8x8"):

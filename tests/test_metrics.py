@@ -5,6 +5,7 @@ import pytest
 
 from seglib import metrics
 
+TGS, DICE = metrics.get_metric("tgs"), metrics.get_metric("dice")
 TEXTBOOK_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 
@@ -134,26 +135,25 @@ def test_sweep_equals_score_at_every_threshold(name):
 
 
 @pytest.mark.parametrize("name", ["tgs", "dice"])
-def test_sweep_in_small_chunks_and_float32(monkeypatch, name):
+def test_sweep_of_float32(name):
     metric = metrics.get_metric(name)
     true, probabilities, thresholds = sweep_case(seed=4)
     probabilities = probabilities.astype(np.float32)
     expected = [metric.score(true, probabilities > threshold) for threshold in thresholds]
-    monkeypatch.setattr(metrics, "_SWEEP_CHUNK_PIXELS", 7 * true[0].size)  # chunks that do not divide N
     np.testing.assert_allclose(metric.sweep(true, probabilities, thresholds), expected, rtol=0, atol=1e-12)
 
 
 def test_sweep_of_one_image():
     true, probabilities, thresholds = sweep_case()
     expected = [metrics.tgs_score(true[0], probabilities[0] > threshold) for threshold in thresholds]
-    np.testing.assert_allclose(metrics.tgs_sweep(true[0], probabilities[0], thresholds), expected, atol=1e-12)
+    np.testing.assert_allclose(metrics.get_metric("tgs").sweep(true[0], probabilities[0], thresholds), expected, atol=1e-12)
 
 
 def test_shape_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r"\(2, 5, 5\).*\(2, 5, 6\)"):
         metrics.tgs_score(np.zeros((2, 5, 5)), np.zeros((2, 5, 6)))
     with pytest.raises(ValueError, match="probabilities"):
-        metrics.dice_sweep(np.zeros((2, 5, 5)), np.zeros((3, 5, 5)), [0.5])
+        DICE.sweep(np.zeros((2, 5, 5)), np.zeros((3, 5, 5)), [0.5])
     with pytest.raises(ValueError, match="pred_masks"):
         metrics.tgs_score(np.zeros((2, 5, 5)), [np.zeros((5, 5)), np.zeros((4, 5))])
 
@@ -164,18 +164,17 @@ def test_bad_inputs_are_rejected():
     with pytest.raises(ValueError, match="no images"):
         metrics.tgs_score(np.zeros((0, 5, 5)), np.zeros((0, 5, 5)))
     with pytest.raises(ValueError, match="thresholds"):
-        metrics.tgs_sweep(np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), [])
+        TGS.sweep(np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), [])
     with pytest.raises(ValueError, match="NaN"):
-        metrics.tgs_sweep(np.zeros((2, 5, 5)), np.full((2, 5, 5), np.nan), [0.5])
+        TGS.sweep(np.zeros((2, 5, 5)), np.full((2, 5, 5), np.nan), [0.5])
     with pytest.raises(ValueError, match="NaN"):
-        metrics.tgs_sweep(np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), [0.5, np.nan])
+        TGS.sweep(np.zeros((2, 5, 5)), np.zeros((2, 5, 5)), [0.5, np.nan])
     with pytest.raises(ValueError, match="real numbers"):
-        metrics.tgs_sweep(np.zeros((2, 5, 5)), np.zeros((2, 5, 5), dtype=complex), [0.5])
+        TGS.sweep(np.zeros((2, 5, 5)), np.zeros((2, 5, 5), dtype=complex), [0.5])
 
 
 def test_registry():
-    assert metrics.get_metric("tgs").title == "TGS mean precision @ IoU 0.50-0.95"
-    assert metrics.get_metric("dice").title == "mean Dice"
+    assert metrics.get_metric("tgs") is metrics.METRICS["tgs"] and metrics.get_metric("dice").name == "dice"
     with pytest.raises(ValueError, match="dice, tgs"):
         metrics.get_metric("jaccard")
 
@@ -217,9 +216,8 @@ def test_sweep_counts_equal_brute_force_on_tricky_values(dtype, seed):
         [
             rng.normal(size=8),
             [0.0, -0.0, 0.5, 0.5, 0.5000001, 0.50000001, 1.0, 1e-300, 1e300, -np.inf, np.inf, 200.0, 255.0],
-            0.3 + 1e-9 * np.arange(4),  # several distinct thresholds inside one float32 prefix
-            # Just outside a prefix's float32 interval, where float64 values still round into the prefix:
-            # 0.25 and 0.75 start a prefix (their low 16 bits are zero).
+            0.3 + 1e-9 * np.arange(4),  # several distinct thresholds that round to one float32
+            # Just outside a float32 value's interval, where float64 values still round onto it.
             [0.25 - 2.0**-40, float(np.nextafter(np.float32(0.75), np.float32(0))) + 2.0**-40],
         ]
     )
@@ -230,7 +228,7 @@ def test_sweep_counts_equal_brute_force_on_tricky_values(dtype, seed):
             values = rng.integers(0, 256, size=values.shape)
         values = values.astype(dtype)
     true = rng.random(values.shape) < 0.4
-    intersection, predicted, true_count = metrics._sweep_counts(true, values, thresholds)
+    intersection, predicted, true_count = metrics.sweep_counts(true, values, thresholds)
     expected_intersection, expected_predicted = brute_force_counts(true, values, thresholds)
     np.testing.assert_array_equal(intersection, expected_intersection)
     np.testing.assert_array_equal(predicted, expected_predicted)
@@ -241,7 +239,7 @@ def test_sweep_counts_equal_brute_force_on_tricky_values(dtype, seed):
 @pytest.mark.parametrize(
     "thresholds",
     [
-        np.linspace(0.02, 0.98, 50),  # the usual sweep: negative scores skip the key flip
+        np.linspace(0.02, 0.98, 50),  # the usual sweep
         np.linspace(0.0, 1.0, 21),
         [-0.0, 0.5],  # -0.0 must count as +0.0
         [0.5],
@@ -254,7 +252,7 @@ def test_sweep_counts_with_non_negative_thresholds(dtype, thresholds):
     with np.errstate(over="ignore"):
         values = tricky_values(rng, thresholds, size=(5, 8, 9)).astype(dtype)
     true = rng.random(values.shape) < 0.5
-    intersection, predicted, _ = metrics._sweep_counts(true, values, thresholds)
+    intersection, predicted, _ = metrics.sweep_counts(true, values, thresholds)
     expected_intersection, expected_predicted = brute_force_counts(true, values, thresholds)
     np.testing.assert_array_equal(intersection, expected_intersection)
     np.testing.assert_array_equal(predicted, expected_predicted)
@@ -262,14 +260,13 @@ def test_sweep_counts_with_non_negative_thresholds(dtype, thresholds):
 
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
 def test_sweep_counts_of_integers_beyond_float64_precision(dtype):
-    # numpy compares these as float64, which rounds 2**60 + 2**36 + 1 down onto the float32 rounding
-    # midpoint 2**60 + 2**36; rounding the integer straight to float32 would round it up instead.
+    # numpy's `>` compares these as float64, which rounds some of them onto the thresholds: the sweep must too.
     midpoint = 2**60 + 2**36
     values = [midpoint + k for k in (-300, -1, 0, 1, 2, 300)] + [2**60, 2**60 + 2**37]
     values = np.array([values], dtype=dtype)
     thresholds = [float(midpoint), 2.0**60 + 2.0**40]
     true = np.array([[True, False] * 4])
-    intersection, predicted, _ = metrics._sweep_counts(true, values, thresholds)
+    intersection, predicted, _ = metrics.sweep_counts(true, values, thresholds)
     expected_intersection, expected_predicted = brute_force_counts(true, values, thresholds)
     np.testing.assert_array_equal(intersection, expected_intersection)
     np.testing.assert_array_equal(predicted, expected_predicted)
@@ -281,11 +278,11 @@ def test_sweep_rejects_one_nan_among_the_scores(nan):
     probabilities = probabilities.astype(np.float32)
     probabilities[40, 3, 2] = nan
     with pytest.raises(ValueError, match="NaN"):
-        metrics.tgs_sweep(true, probabilities, thresholds)
+        TGS.sweep(true, probabilities, thresholds)
 
 
 def test_sweep_of_big_endian_scores_with_a_channel_axis():
     true, probabilities, thresholds = sweep_case()
-    expected = metrics.dice_sweep(true, probabilities.astype(np.float32), thresholds)
+    expected = DICE.sweep(true, probabilities.astype(np.float32), thresholds)
     swapped = probabilities.astype(">f4")[..., np.newaxis]
-    np.testing.assert_array_equal(metrics.dice_sweep(true, swapped, thresholds), expected)
+    np.testing.assert_array_equal(DICE.sweep(true, swapped, thresholds), expected)

@@ -1,12 +1,14 @@
 """U-Net construction, losses, saving/loading with the custom loss, and train.fit with its callbacks."""
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from seglib import artifacts, train
+from seglib import SeglibError, artifacts, train
 from seglib.losses import LOSSES, BCEDice, ImageScore, get_loss
 from seglib.metrics import get_metric
 from seglib.models import CLASSIC_TGS, build_unet
@@ -162,20 +164,30 @@ def test_fit_writes_artifacts(tmp_path):
     assert reloaded_score == pytest.approx(history["val_score"].max(), rel=1e-6)
 
 
-def test_time_budget_stops_after_the_first_batch(tmp_path, capsys):
+def test_time_budget_stops_after_the_first_batch(tmp_path, caplog):
     model = train.compile_model(tiny_model(), loss="bce")
-    history = train.fit(model, random_dataset(16, 4, seed=6), random_dataset(4, 4, seed=7), tmp_path, epochs=5,
-                        minutes=1e-6, verbose=0)
+    with caplog.at_level("INFO", logger="seglib"):
+        history = train.fit(model, random_dataset(16, 4, seed=6), random_dataset(4, 4, seed=7), tmp_path, epochs=5,
+                            minutes=1e-6, verbose=0)
     assert len(history) == 1
     assert int(model.optimizer.iterations.numpy()) == 1  # one batch of the four in an epoch
-    assert "Time budget" in capsys.readouterr().out
+    assert "Time budget of 1e-06 min spent" in caplog.text
     assert (tmp_path / artifacts.MODEL).is_file()
 
 
-def test_time_budget_none_never_stops():
-    budget = train.TimeBudget(None)
+@pytest.mark.parametrize("minutes, stops", [(None, False), (10.0, False), (1.0, True)])
+def test_time_budget_stops_only_once_spent(minutes, stops):
+    clock = {"now": 0.0}
+    budget = train.TimeBudget(minutes, spent=0.5, clock=lambda: clock["now"])
+    budget.set_model(tiny_model())
+    budget.model.stop_training = False
     budget.on_train_begin()
-    assert not budget.stopped_early
+    clock["now"] = 60 * 5.0  # five minutes later, 5.5 with the resumed fit's
+    budget.on_train_batch_end(0)
+    assert budget.model.stop_training is stops
+    logs = {}
+    budget.on_epoch_end(0, logs)
+    assert logs == {"minutes": pytest.approx(5.5)}
 
 
 @pytest.mark.parametrize("minutes", [0, -1])
@@ -241,3 +253,22 @@ def test_cosine_sets_the_optimizer_rate_during_fit(tmp_path):
     # The rate logged at the end of epoch k is the one of its last batch, at fraction k / 4 of the fit.
     expected = [1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + np.cos(np.pi * epoch / 4)) for epoch in range(4)]
     np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
+
+
+# --- train_config.json ---------------------------------------------------------------------------------------
+
+
+def test_train_settings_round_trip_and_a_foreign_file_is_named(tmp_path):
+    settings = train.TrainSettings(
+        competition="tgs", competition_options={}, geometry={"mode": "pad", "size": 112, "original_size": [101, 101]},
+        architecture="unet", model={"depth": 4}, loss="bce", learning_rate=1e-3, learning_rate_schedule="cosine",
+        epochs=3, train_minutes_budget=None, batch_size=16, patience=10, fine_tune_loss=None, fine_tune=[20, 2.0, 1e-4],
+        augmentations=["hflip"], seed=42, folds=2, tta="hflip", precision="float32",
+        fold_validation_ids=[["a"], ["b"]])
+    finished = settings.with_results(models=["fold0/model.keras", "fold1/model.keras"], epochs_run=6, oof_score=0.5)
+    path = finished.save(tmp_path / artifacts.TRAIN_CONFIG)
+    assert train.TrainSettings.load(path) == finished and settings.models is None
+    assert json.loads(path.read_text())["models"] == ["fold0/model.keras", "fold1/model.keras"]
+    path.write_text(json.dumps({"models": ["model.keras"]}))
+    with pytest.raises(SeglibError, match=f"{path}: not a training config.*fold_validation_ids"):
+        train.TrainSettings.load(path)

@@ -10,7 +10,7 @@ from seglib import eda, metrics, split
 from seglib.competitions import get_competition
 from seglib.data import fits_in_memory, make_augmenter
 from seglib.geometry import Geometry, downscale_roundtrip
-from seglib.policy import apply_policy, fill_holes, fit_policy
+from seglib.policy import Policy, apply_policy, fit_policy
 from seglib.submit import submission_masks
 
 
@@ -54,9 +54,9 @@ def test_policy_reports_the_score_of_every_class():
     # One threshold only: each class's score then depends on its predictions alone (with a sweep, class 1
     # would pick a threshold below 0.1 and predict everything).
     policy, _ = fit_policy(true, probabilities, "dice", thresholds=[0.5])
-    np.testing.assert_allclose(policy["class_scores"], [1.0, 0.0, 3 / 5], atol=1e-12)
-    assert policy["validation_score"] == pytest.approx(np.mean(policy["class_scores"]))
-    assert "class_scores" not in fit_policy(true[..., 0], probabilities[..., 0], "dice")[0]
+    np.testing.assert_allclose(policy.class_scores, [1.0, 0.0, 3 / 5], atol=1e-12)
+    assert policy.validation_score == pytest.approx(np.mean(policy.class_scores))
+    assert fit_policy(true[..., 0], probabilities[..., 0], "dice")[0].class_scores is None
 
 
 # --- hole filling in the policy ------------------------------------------------------------------------
@@ -69,13 +69,13 @@ def ring(size=24, outer=9, inner=4):
 
 def test_fill_holes_fills_batches_of_binary_and_multilabel_masks():
     disc, annulus = ring()
-    filled = fill_holes(np.stack([annulus, annulus]))
+    filled = apply_policy(np.stack([annulus, annulus]) * 0.9, Policy(0.5, fill_holes=True))
     assert (filled == disc).all()
-    multilabel = np.stack([annulus, np.zeros_like(annulus)], axis=-1)[np.newaxis]
-    filled = fill_holes(multilabel)
+    multilabel = np.stack([annulus, np.zeros_like(annulus)], axis=-1)[np.newaxis] * 0.9
+    filled = apply_policy(multilabel, Policy(0.5, fill_holes=True))
     assert (filled[0, ..., 0] == disc).all() and not filled[0, ..., 1].any()
-    with pytest.raises(ValueError, match="fill_holes needs"):
-        fill_holes(annulus)
+    with pytest.raises(ValueError, match=r"batches \(N, H, W\)"):
+        apply_policy(annulus * 0.9, Policy(0.5, fill_holes=True))
 
 
 def test_policy_keeps_fill_holes_only_when_it_helps():
@@ -83,15 +83,15 @@ def test_policy_keeps_fill_holes_only_when_it_helps():
     rng = np.random.default_rng(0)
     noise = rng.uniform(0, 0.2, (6,) + disc.shape)
     # Solid true objects, predictions with a hole in the middle: filling helps.
-    policy, _ = fit_policy(np.stack([disc] * 6), noise + 0.7 * annulus, "dice")
-    assert policy["fill_holes"] is True
-    assert policy["validation_score"] == pytest.approx(1.0)
+    policy, surface = fit_policy(np.stack([disc] * 6), noise + 0.7 * annulus, "dice")
+    assert policy.fill_holes is True
+    assert policy.validation_score == pytest.approx(1.0)
     ring_dice = 2 * annulus.sum() / (annulus.sum() + disc.sum())
-    assert policy["validation_score_without_fill"] == pytest.approx(ring_dice) and ring_dice < 0.95
+    assert surface.loc[~surface["fill_holes"], "score"].max() == pytest.approx(ring_dice) and ring_dice < 0.95
     assert (apply_policy((noise + 0.7 * annulus)[:1], policy)[0] == disc).all()
     # True rings predicted as rings: filling would hurt, so it stays off.
     policy, _ = fit_policy(np.stack([annulus] * 6), noise + 0.7 * annulus, "dice")
-    assert policy["fill_holes"] is False and policy["validation_score"] == pytest.approx(1.0)
+    assert policy.fill_holes is False and policy.validation_score == pytest.approx(1.0)
 
 
 # --- grouped and generic splits ------------------------------------------------------------------------
@@ -150,7 +150,8 @@ def test_survey_equals_the_in_memory_tables(tgs):
     survey = eda.survey_masks(tgs, ids, sizes, ceiling_images=len(ids), progress=False)
     masks = tgs.read_masks(ids)
     pd.testing.assert_frame_equal(survey.coverage, eda.coverage_table(tgs, ids, masks))
-    pd.testing.assert_frame_equal(survey.ceiling, eda.resolution_ceiling(masks, sizes, "tgs"))
+    assert survey.ceiling["size"].tolist() == sizes
+    np.testing.assert_allclose(survey.ceiling["score"], eda.ceiling_image_scores(masks, sizes, "tgs").mean(axis=0))
     assert survey.class_overlap is None
 
 
@@ -216,12 +217,12 @@ def test_submission_masks_decode_the_rows_back(tgs):
 
 
 def test_fill_holes_matches_scipy_on_random_masks():
-    """The labelling shortcut gives binary_fill_holes' result exactly, holes touching edges and corners included."""
+    """Filling within the bounding box gives binary_fill_holes' result, holes touching edges and corners included."""
     from scipy import ndimage
 
     rng = np.random.default_rng(11)
     masks = np.stack([rng.random((37, 53)) < density for density in (0.0, 0.3, 0.5, 0.6, 0.7, 1.0)])
     masks[0, 5:10, 5:10] = True
     expected = np.stack([ndimage.binary_fill_holes(mask) for mask in masks])
-    np.testing.assert_array_equal(fill_holes(masks), expected)
+    np.testing.assert_array_equal(apply_policy(masks * 0.9, Policy(0.5, fill_holes=True)), expected)
     assert (expected != masks).any(), "the random masks have holes to fill"

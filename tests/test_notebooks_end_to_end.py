@@ -21,6 +21,8 @@ from seglib.notebooks import NOTEBOOKS, run_notebooks
 from seglib.sample import kaggle_zip_layout
 from seglib.submit import validate_submission
 
+pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
+
 # Fewer epochs than the notebooks' default keep the test short; still enough to beat the all-empty baseline,
 # which notebook 04 asserts.
 PARAMETERS = {"EPOCHS": 30, "TRAIN_MINUTES": 3.0}
@@ -168,7 +170,7 @@ def test_shards_written_by_two_processes_merge_into_the_notebook_submission(runs
     data_dir, run_dir = runs["extracted"]
     shard_run = tmp_path / "run"
     shutil.copytree(run_dir, shard_run, ignore=shutil.ignore_patterns(artifacts.SUBMISSION, "notebooks"))
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    environment = dict(os.environ)
     processes = [subprocess.Popen([sys.executable, "-m", "seglib", "submit", str(shard_run), "--shard", f"{index}/2",
                                    "--data-dir", str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env=environment) for index in (1, 2)]

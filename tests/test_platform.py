@@ -24,6 +24,8 @@ import pytest
 from seglib import env
 from seglib.sample import kaggle_cli_layout
 
+pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
+
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = Path(__file__).parent / "platform" / "requirements.txt"
 SLUG = "tgs-salt-identification-challenge"

@@ -12,9 +12,10 @@ import pytest
 from scipy import ndimage
 
 from seglib import metrics
-from seglib.policy import (DEFAULT_THRESHOLDS, _hole_counts, apply_policy, area_threshold_table, default_min_areas,
-                           fit_policy, fit_policy_pairs, load_policy, save_policy, sweep, threshold_curve)
+from seglib.policy import (DEFAULT_THRESHOLDS, Policy, _chunk_holes, apply_policy, area_threshold_table,
+                           fit_policy, fit_policy_pairs, load_policy, save_policy, threshold_curve)
 
+DICE = metrics.get_metric("dice")
 SIZE = 101  # TGS images
 SPECK_MAX, BLOB_SIDE = 25, 20  # speck areas 1..25 px, blobs 20 x 20 = 400 px
 
@@ -49,32 +50,30 @@ def specks():
 def test_planted_minimum_area_beats_the_threshold_alone(specks):
     truth, probabilities = specks
     policy, surface = fit_policy(truth, probabilities, "tgs")
-    assert SPECK_MAX <= policy["min_area"] < BLOB_SIDE ** 2
-    assert 0.3 < policy["threshold"] < 0.7
-    assert policy["fill_holes"] is False  # filling does not help here, and ties go to no filling
-    assert policy["validation_score"] == 1.0
+    assert SPECK_MAX <= policy.min_area < BLOB_SIDE ** 2
+    assert 0.3 < policy.threshold < 0.7
+    assert policy.fill_holes is False  # filling does not help here, and ties go to no filling
+    assert policy.validation_score == 1.0
     threshold_only = surface[(surface["min_area"] == 0) & ~surface["fill_holes"]]
     assert threshold_only["score"].max() < 0.6  # the specks cost every empty image at any useful threshold
-    assert policy["default_score"] == pytest.approx(0.5)
-    assert policy["gain_confidence_interval"][0] > 0.3  # a real gain: the interval is well above 0
+    assert policy.default_score == pytest.approx(0.5)
+    assert policy.gain_confidence_interval[0] > 0.3  # a real gain: the interval is well above 0
     # The reported score is what the masks of apply_policy score.
-    assert metrics.tgs_score(truth, apply_policy(probabilities, policy)) == policy["validation_score"]
+    assert metrics.tgs_score(truth, apply_policy(probabilities, policy)) == policy.validation_score
     assert list(surface.columns) == ["class", "threshold", "min_area", "fill_holes", "score"]
-    assert default_min_areas(SIZE, SIZE) == [0, 5, 10, 26, 51, 102, 204, 510]
-    assert sorted(surface["min_area"].unique()) == default_min_areas(SIZE, SIZE)
+    # The default minimum areas: 0 to 5 % of the image.
+    assert sorted(surface["min_area"].unique()) == [0, 5, 10, 26, 51, 102, 204, 510]
 
 
 def test_surface_agrees_with_the_plain_sweep_and_direct_scoring(specks):
     truth, probabilities = specks
     policy, surface = fit_policy(truth, probabilities, "dice")
-    plain = threshold_curve(surface, {"threshold": 0.5, "min_area": 0, "fill_holes": False})
-    expected = sweep(truth, probabilities, "dice")
+    plain = threshold_curve(surface, Policy(0.5))
     np.testing.assert_allclose(plain["threshold"], DEFAULT_THRESHOLDS)
-    np.testing.assert_allclose(plain["score"], expected["score"], atol=1e-12)
+    np.testing.assert_allclose(plain["score"], DICE.sweep(truth, probabilities, DEFAULT_THRESHOLDS), atol=1e-12)
     # Every scored combination, re-scored through apply_policy and metrics.mean_dice.
     for row in surface.sample(12, random_state=0).itertuples():
-        masks = apply_policy(probabilities, {"threshold": row.threshold, "min_area": int(row.min_area),
-                                             "fill_holes": bool(row.fill_holes)})
+        masks = apply_policy(probabilities, Policy(row.threshold, int(row.min_area), bool(row.fill_holes)))
         assert metrics.mean_dice(truth, masks) == pytest.approx(row.score, abs=1e-12)
 
 
@@ -84,10 +83,9 @@ def test_planted_fill_holes_is_chosen_and_scores_one():
     truth = np.stack([solid] * 10)
     probabilities = np.where(solid & ~hole, 0.8, 0.1) + rng.uniform(0, 0.05, truth.shape)
     policy, surface = fit_policy(truth, probabilities, "dice")
-    assert policy["fill_holes"] is True and policy["validation_score"] == pytest.approx(1.0)
+    assert policy.fill_holes is True and policy.validation_score == pytest.approx(1.0)
     ring_dice = 2 * (solid & ~hole).sum() / ((solid & ~hole).sum() + solid.sum())
-    assert policy["validation_score_without_fill"] == pytest.approx(ring_dice)
-    assert 0.15 < policy["threshold"] < 0.8
+    assert 0.15 < policy.threshold < 0.8
     np.testing.assert_array_equal(apply_policy(probabilities, policy), truth)
     # Filling is scored at a subset of the thresholds: every 4th, the last, and near the best ones.
     filled = surface.loc[surface["fill_holes"], "threshold"].unique()
@@ -96,8 +94,7 @@ def test_planted_fill_holes_is_chosen_and_scores_one():
     assert best_without_fill["score"] == pytest.approx(ring_dice)
     # Filled scores agree with scoring the filled masks directly.
     for row in surface[surface["fill_holes"]].sample(8, random_state=1).itertuples():
-        masks = apply_policy(probabilities, {"threshold": row.threshold, "min_area": int(row.min_area),
-                                             "fill_holes": True})
+        masks = apply_policy(probabilities, Policy(row.threshold, int(row.min_area), True))
         assert metrics.mean_dice(truth, masks) == pytest.approx(row.score, abs=1e-12)
 
 
@@ -107,12 +104,13 @@ def test_hole_counts_match_binary_fill_holes():
     probability = (probability - probability.min()) / np.ptp(probability)
     truth = rng.random(probability.shape) < 0.5
     thresholds = np.linspace(0.05, 0.95, 19)
-    counts = _hole_counts(truth, probability, thresholds)
-    assert counts[0].sum() > 100  # the test has holes to count
+    counts = _chunk_holes(truth[None, ..., None], probability[None, ..., None], thresholds,
+                          [np.arange(len(thresholds))])[0, 0]
+    assert counts[:, 0].sum() > 100  # the test has holes to count
     for index, threshold in enumerate(thresholds):
         mask = probability > threshold
         holes = ndimage.binary_fill_holes(mask) & ~mask
-        assert counts[0, index] == holes.sum() and counts[1, index] == (holes & truth).sum()
+        assert tuple(counts[index]) == (holes.sum(), (holes & truth).sum())
 
 
 def per_class_data(count=24, seed=4):
@@ -137,32 +135,33 @@ def per_class_data(count=24, seed=4):
 def test_per_class_policies_differ_and_reproduce_the_score():
     truth, probabilities = per_class_data()
     policy, surface = fit_policy(truth, probabilities, "dice")
-    assert 0.45 <= policy["thresholds"][0] < 0.8
-    assert 0.1 <= policy["thresholds"][1] < 0.35
-    assert policy["fill_holes_per_class"] == [False, False, True]
-    assert len(policy["min_areas"]) == 3 and all(isinstance(area, int) for area in policy["min_areas"])
+    assert 0.45 <= policy.thresholds[0] < 0.8
+    assert 0.1 <= policy.thresholds[1] < 0.35
+    assert policy.fill_holes_per_class == (False, False, True)
+    assert len(policy.min_areas) == 3 and all(isinstance(area, int) for area in policy.min_areas)
     assert sorted(surface["class"].unique()) == [0, 1, 2]
-    # No single setting serves classes 0 and 1: per-class settings score higher than the shared one.
-    assert policy["shared_score"] < policy["validation_score"] - 0.1
     masks = apply_policy(probabilities, policy)
-    assert metrics.mean_dice(truth, masks) == pytest.approx(policy["validation_score"], abs=1e-12)
+    assert metrics.mean_dice(truth, masks) == pytest.approx(policy.validation_score, abs=1e-12)
     class_scores = [metrics.mean_dice(truth[..., c], masks[..., c]) for c in range(3)]
-    np.testing.assert_allclose(class_scores, policy["class_scores"], atol=1e-12)
-    assert policy["validation_score"] == pytest.approx(np.mean(policy["class_scores"]))
-    # The scalar setting is the best shared one; applied alone it scores shared_score.
-    shared = {key: policy[key] for key in ("threshold", "min_area", "fill_holes")}
-    assert metrics.mean_dice(truth, apply_policy(probabilities, shared)) == pytest.approx(policy["shared_score"])
+    np.testing.assert_allclose(class_scores, policy.class_scores, atol=1e-12)
+    assert policy.validation_score == pytest.approx(np.mean(policy.class_scores))
+    # The scalar setting is the best shared one; no single setting serves classes 0 and 1.
+    shared = Policy(policy.threshold, policy.min_area, policy.fill_holes)
+    shared_score = metrics.mean_dice(truth, apply_policy(probabilities, shared))
+    assert shared_score < policy.validation_score - 0.1
+    by_setting = surface.groupby(["threshold", "min_area", "fill_holes"])["score"]
+    assert shared_score == pytest.approx(by_setting.mean()[by_setting.size() == 3].max())
     # threshold_curve and area_threshold_table at the chosen settings peak at the policy's score per class.
     for c in range(3):
         curve = threshold_curve(surface, policy, class_index=c)
-        assert curve["score"].max() == pytest.approx(policy["class_scores"][c])
+        assert curve["score"].max() == pytest.approx(policy.class_scores[c])
         table = area_threshold_table(surface, policy, class_index=c)
-        assert table.to_numpy().max() == pytest.approx(policy["class_scores"][c])
-        assert table.loc[policy["min_areas"][c], policy["thresholds"][c]] == pytest.approx(policy["class_scores"][c])
+        assert table.to_numpy().max() == pytest.approx(policy.class_scores[c])
+        assert table.loc[policy.min_areas[c], policy.thresholds[c]] == pytest.approx(policy.class_scores[c])
     # The mean over classes: thresholds scored for every class; a scalar policy applies to every class.
     assert list(area_threshold_table(surface, policy).index) == sorted(surface["min_area"].unique())
-    plain = threshold_curve(surface, {"threshold": 0.5})
-    np.testing.assert_allclose(plain["score"], sweep(truth, probabilities, "dice")["score"], atol=1e-12)
+    plain = threshold_curve(surface, Policy(0.5))
+    np.testing.assert_allclose(plain["score"], DICE.sweep(truth, probabilities, DEFAULT_THRESHOLDS), atol=1e-12)
 
 
 def test_streaming_equals_in_memory():
@@ -207,8 +206,8 @@ def test_streaming_holds_at_most_a_chunk_of_images():
 
     policy, _ = fit_policy_pairs(make_pairs, "dice", chunk_size=chunk_size, bootstrap=100)
     assert max(most_alive) <= chunk_size + 1
-    assert policy["validation_score"] == pytest.approx(1.0)
-    assert policy["fill_holes_per_class"] == [True] * 3
+    assert policy.validation_score == pytest.approx(1.0)
+    assert policy.fill_holes_per_class == (True,) * 3
 
 
 def test_bootstrap_intervals():
@@ -224,10 +223,10 @@ def test_bootstrap_intervals():
     widths = []
     for count in (30, 480):
         policy, _ = fit_policy(*noisy(count), "tgs", min_areas=[0, 50], fill_holes_options=(False,))
-        low, high = policy["confidence_interval"]
-        assert low <= policy["validation_score"] <= high and low < high
-        gain_low, gain_high = policy["gain_confidence_interval"]
-        assert gain_low <= policy["validation_score"] - policy["default_score"] <= gain_high
+        low, high = policy.confidence_interval
+        assert low <= policy.validation_score <= high and low < high
+        gain_low, gain_high = policy.gain_confidence_interval
+        assert gain_low <= policy.validation_score - policy.default_score <= gain_high
         widths.append(high - low)
     assert widths[1] < widths[0] / 2  # 16 times the images: about a quarter of the width
     # The same seed gives the same intervals, another seed others; 0 resamples skip them.
@@ -235,9 +234,9 @@ def test_bootstrap_intervals():
     first = fit_policy(*data, "tgs", fill_holes_options=(False,), bootstrap=200, seed=3)[0]
     assert first == fit_policy(*data, "tgs", fill_holes_options=(False,), bootstrap=200, seed=3)[0]
     other = fit_policy(*data, "tgs", fill_holes_options=(False,), bootstrap=200, seed=4)[0]
-    assert other["confidence_interval"] != first["confidence_interval"]
+    assert other.confidence_interval != first.confidence_interval
     skipped = fit_policy(*data, "tgs", fill_holes_options=(False,), bootstrap=0)[0]
-    assert skipped["confidence_interval"] is None and skipped["gain_confidence_interval"] is None
+    assert skipped.confidence_interval is None and skipped.gain_confidence_interval is None
 
 
 def test_gain_interval_is_zero_when_the_policy_is_the_default():
@@ -245,21 +244,19 @@ def test_gain_interval_is_zero_when_the_policy_is_the_default():
     truth[::2, 4:12, 4:12] = True
     probabilities = np.where(truth, 0.9, 0.1)  # perfectly separated: 0.5 is already perfect
     policy, _ = fit_policy(truth, probabilities, "tgs")
-    assert (policy["threshold"], policy["min_area"], policy["fill_holes"]) == (0.5, 0, False)
-    assert policy["validation_score"] == policy["default_score"] == 1.0
-    assert policy["gain_confidence_interval"] == [0.0, 0.0]
-    assert policy["confidence_interval"] == [1.0, 1.0]
+    assert (policy.threshold, policy.min_area, policy.fill_holes) == (0.5, 0, False)
+    assert policy.validation_score == policy.default_score == 1.0
+    assert policy.gain_confidence_interval == (0.0, 0.0)
+    assert policy.confidence_interval == (1.0, 1.0)
 
 
-def test_old_policies_still_apply():
+def test_a_scalar_policy_applies_to_every_class():
     rng = np.random.default_rng(8)
     probabilities = rng.random((3, 10, 10, 2))
-    np.testing.assert_array_equal(apply_policy(probabilities, {"threshold": 0.5, "fill_holes": False}),
-                                  probabilities > 0.5)
-    np.testing.assert_array_equal(apply_policy(probabilities[..., 0], {"threshold": 0.5}),
-                                  probabilities[..., 0] > 0.5)
+    np.testing.assert_array_equal(apply_policy(probabilities, Policy(0.5)), probabilities > 0.5)
+    np.testing.assert_array_equal(apply_policy(probabilities[..., 0], Policy(0.5)), probabilities[..., 0] > 0.5)
     ring = disc(20, 8) & ~disc(20, 3)
-    filled = apply_policy(np.stack([ring * 0.9] * 2), {"threshold": 0.5, "fill_holes": True})
+    filled = apply_policy(np.stack([ring * 0.9] * 2), Policy(0.5, fill_holes=True))
     np.testing.assert_array_equal(filled, np.stack([disc(20, 8)] * 2))
 
 
@@ -268,15 +265,16 @@ def test_apply_policy_order_and_per_class_lists():
     filled_area, ring_area = disc(20, 8).sum(), ring.sum()
     probabilities = np.stack([ring, ring], axis=-1)[np.newaxis] * 0.9
     # The area is checked after filling: the ring alone is below min_area, the filled disc is not.
-    policy = {"threshold": 0.5, "thresholds": [0.5, 0.5], "min_areas": [ring_area + 1] * 2,
-              "fill_holes_per_class": [True, False]}
+    policy = Policy(0.5, thresholds=(0.5, 0.5), min_areas=(int(ring_area) + 1,) * 2,
+                    fill_holes_per_class=(True, False))
     masks = apply_policy(probabilities, policy)
     assert masks[0, ..., 0].sum() == filled_area and not masks[0, ..., 1].any()
     # Per-class thresholds.
-    masks = apply_policy(probabilities, {"threshold": 0.5, "thresholds": [0.5, 0.95]})
+    policy = Policy(0.5, thresholds=(0.5, 0.95), min_areas=(0, 0), fill_holes_per_class=(False, False))
+    masks = apply_policy(probabilities, policy)
     assert masks[..., 0].sum() == ring_area and not masks[..., 1].any()
     with pytest.raises(ValueError, match="2 classes"):
-        apply_policy(probabilities[..., 0], {"threshold": 0.5, "thresholds": [0.5, 0.95]})
+        apply_policy(probabilities[..., 0], policy)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -284,6 +282,7 @@ def test_save_and_load_round_trip(tmp_path):
     policy, _ = fit_policy(truth, probabilities, "dice", bootstrap=50)
     path = save_policy(tmp_path / "policy.json", policy)
     assert load_policy(path) == policy
+    assert json.loads(path.read_text())["min_areas"] == list(policy.min_areas)
 
 
 @pytest.mark.parametrize("change, field", [
@@ -300,12 +299,11 @@ def test_save_and_load_round_trip(tmp_path):
 def test_bad_fields_are_rejected(change, field, tmp_path):
     good = {"threshold": 0.5, "min_area": 10, "fill_holes": False, "thresholds": [0.5, 0.3],
             "min_areas": [10, 0], "fill_holes_per_class": [False, True], "confidence_interval": [0.1, 0.9]}
-    save_policy(tmp_path / "good" / "policy.json", good)
+    save_policy(tmp_path / "good" / "policy.json", Policy.from_json(good))
+    with pytest.raises(ValueError, match=f"policy field '{field}'"):
+        Policy.from_json({**good, **change})
     bad = tmp_path / "bad" / "policy.json"
-    with pytest.raises(ValueError, match=f"bad/policy.json: policy field '{field}'"):
-        save_policy(bad, {**good, **change})
-    assert not bad.exists()
-    bad.parent.mkdir(exist_ok=True)
+    bad.parent.mkdir()
     bad.write_text(json.dumps({**good, **change}))
     with pytest.raises(ValueError, match=f"bad/policy.json: policy field '{field}'"):
         load_policy(bad)

@@ -10,11 +10,13 @@ import pytest
 from seglib import predict, rle
 from seglib.competitions import get_competition
 from seglib.data import Normalization
+from seglib.errors import SeglibError
 from seglib.geometry import Geometry
 from seglib.metrics import tgs_score
 from seglib.models import build_unet
-from seglib.policy import DEFAULT_THRESHOLDS, apply_policy, fit_policy, load_policy, save_policy, threshold_curve
-from seglib.submit import SubmissionError, validate_submission, write_submission
+from seglib.policy import (DEFAULT_THRESHOLDS, Policy, apply_policy, fit_policy, load_policy, save_policy,
+                           threshold_curve)
+from seglib.submit import validate_submission, write_submission
 
 # --- policy -------------------------------------------------------------------------------------------
 
@@ -43,9 +45,9 @@ def planted():
 def test_fit_policy_finds_the_planted_band(planted):
     masks, probabilities = planted
     policy, surface = fit_policy(masks, probabilities, "tgs")
-    assert BACKGROUND_MAX <= policy["threshold"] < SALT_MIN
-    assert policy["validation_score"] == 1.0
-    assert policy["metric"] == "tgs" and policy["validation_images"] == len(masks)
+    assert BACKGROUND_MAX <= policy.threshold < SALT_MIN
+    assert policy.validation_score == 1.0
+    assert policy.metric == "tgs" and policy.validation_images == len(masks)
     curve = threshold_curve(surface, policy)
     assert list(curve.columns) == ["threshold", "score"]
     np.testing.assert_allclose(curve["threshold"], DEFAULT_THRESHOLDS)
@@ -63,22 +65,24 @@ def test_empty_baseline_is_the_share_of_empty_masks(planted):
     policy, _ = fit_policy(masks, probabilities, "tgs")
     empty_share = np.mean([not mask.any() for mask in masks])
     assert empty_share == 3 / 12
-    assert policy["empty_baseline_score"] == pytest.approx(empty_share)
+    assert policy.empty_baseline_score == pytest.approx(empty_share)
 
 
 def test_fit_policy_with_custom_thresholds(planted):
     masks, probabilities = planted
     policy, surface = fit_policy(masks, probabilities, "dice", thresholds=[0.1, 0.5, 0.9])
-    assert policy["threshold"] == 0.5 and len(threshold_curve(surface, policy)) == 3
+    assert policy.threshold == 0.5 and len(threshold_curve(surface, policy)) == 3
 
 
 def test_apply_policy(planted):
     _, probabilities = planted
-    masks = apply_policy(probabilities, {"threshold": 0.5})
+    masks = apply_policy(probabilities, Policy(0.5))
     assert masks.dtype == bool and masks.shape == probabilities.shape
     np.testing.assert_array_equal(masks, probabilities > 0.5)
     # Strictly greater: a probability equal to the threshold stays background.
-    assert not apply_policy(np.array([[0.5]]), {"threshold": 0.5}).any()
+    assert not apply_policy(np.array([[[0.5]]]), Policy(0.5)).any()
+    with pytest.raises(ValueError, match=r"\(N, H, W\).*\(1, 1\)"):
+        apply_policy(np.array([[0.5]]), Policy(0.5))
 
 
 def test_save_and_load_policy(planted, tmp_path):
@@ -95,16 +99,11 @@ def test_load_missing_policy(tmp_path):
         load_policy(tmp_path / "policy.json")
 
 
-@pytest.mark.parametrize("policy", [{"threshold": 1.5}, {"threshold": -0.1}, {"metric": "tgs"}])
-def test_save_policy_rejects_bad_threshold(policy, tmp_path):
-    with pytest.raises(ValueError):
-        save_policy(tmp_path / "policy.json", policy)
-    assert not (tmp_path / "policy.json").exists()
-
-
-def test_load_policy_without_threshold(tmp_path):
-    (tmp_path / "policy.json").write_text('{"metric": "tgs"}')
-    with pytest.raises(ValueError, match="threshold"):
+@pytest.mark.parametrize("text", ['{"threshold": 1.5}', '{"threshold": -0.1}', '{"metric": "tgs"}', '[0.5]',
+                                  '{"threshold": 0.5, "colour": "red"}'])
+def test_load_policy_names_the_file_and_the_problem(text, tmp_path):
+    (tmp_path / "policy.json").write_text(text)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'policy.json'}: .*(threshold|argument|colour|object)"):
         load_policy(tmp_path / "policy.json")
 
 
@@ -152,7 +151,7 @@ def test_row_order_does_not_matter(competition, submission_rows, tmp_path):
 
 def check_rejected(tmp_path, competition, rows, *fragments, header=("id", "rle_mask")):
     path = write_rows(tmp_path / "submission.csv", rows, header)
-    with pytest.raises(SubmissionError) as raised:
+    with pytest.raises(SeglibError) as raised:
         validate_submission(path, competition)
     assert isinstance(raised.value, ValueError)
     for fragment in fragments:
@@ -215,7 +214,7 @@ def test_write_submission_end_to_end(competition, predictor, tmp_path):
     probabilities = geometry.to_original(predict.model_probabilities(model, images))[..., 0]
     threshold = float(np.median(probabilities))
     path = tmp_path / "submission.csv"
-    summary = write_submission(path, competition, model, geometry, normalization, {"threshold": threshold},
+    summary = write_submission(path, competition, model, geometry, normalization, Policy(threshold),
                                batch_size=16)
     assert path.is_file()
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["submission.csv"]
@@ -235,7 +234,7 @@ def test_write_submission_end_to_end(competition, predictor, tmp_path):
 def test_failed_validation_leaves_no_submission(competition, predictor, tmp_path):
     model, geometry, normalization = predictor
     path = tmp_path / "submission.csv"
-    with pytest.raises(SubmissionError, match="missing"):
-        write_submission(path, competition, model, geometry, normalization, {"threshold": 0.5}, batch_size=16,
+    with pytest.raises(SeglibError, match="missing"):
+        write_submission(path, competition, model, geometry, normalization, Policy(0.5), batch_size=16,
                          image_ids=competition.test_ids()[:5])
     assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,10 @@ import tensorflow as tf
 
 from seglib import models, predict, train
 from seglib.losses import LOSSES, BCEDice, get_loss
-from seglib.models import (ARCHITECTURES, adapt_first_convolution, build_model, build_resnet50_unet,
+from seglib.models import (ARCHITECTURES, adapt_first_convolution, build_encoder_unet, build_model,
                            transfer_encoder_weights)
+
+pytestmark = pytest.mark.slow  # builds and trains keras.applications encoders: outside the inner loop
 
 SIZE = 64
 BATCH = 2
@@ -38,7 +40,7 @@ def random_resnet50(channels, seed):
 @pytest.mark.parametrize("channels, output_channels", [(1, 1), (3, 29), (6, 1), (6, 29)])
 def test_builds_and_trains_one_step(channels, output_channels):
     keras.utils.set_random_seed(0)
-    model = build_resnet50_unet((SIZE, SIZE, channels), output_channels=output_channels)
+    model = build_encoder_unet((SIZE, SIZE, channels), output_channels=output_channels)
     assert model.get_layer("images") is model.layers[0]
     assert model.get_layer("logits").dtype_policy.name == "float32"
     assert model.get_layer("logits") is model.layers[-1]
@@ -60,14 +62,14 @@ def test_builds_and_trains_one_step(channels, output_channels):
 @pytest.mark.parametrize("shape", [(100, 100, 3), (64, 48, 1), (16, 16, 3)])
 def test_size_not_divisible_by_32(shape):
     with pytest.raises(ValueError, match="divisible by 32"):
-        build_resnet50_unet(shape)
+        build_encoder_unet(shape)
 
 
 def test_bad_decoder_filters_and_weights():
     with pytest.raises(ValueError, match="decoder_filters"):
-        build_resnet50_unet((SIZE, SIZE, 3), decoder_filters=(64, 32))
+        build_encoder_unet((SIZE, SIZE, 3), decoder_filters=(64, 32))
     with pytest.raises(ValueError, match="weights"):
-        build_resnet50_unet((SIZE, SIZE, 3), weights="no/such/file.h5")
+        build_encoder_unet((SIZE, SIZE, 3), weights="no/such/file.h5")
 
 
 def test_registry_builds_both_architectures():
@@ -150,7 +152,7 @@ def test_weights_from_a_file_for_one_channel(tmp_path, file_name):
         source.save_weights(path)
     else:
         source.save(path)
-    model = build_resnet50_unet((SIZE, SIZE, 1), weights=path)
+    model = build_encoder_unet((SIZE, SIZE, 1), weights=path)
     assert_encoder_weights_transferred(source, model, channels=1)
 
 
@@ -169,7 +171,7 @@ def imagenet_weights_reachable():
 @pytest.mark.skipif(imagenet_weights_reachable(), reason="ImageNet weights are cached or downloadable here")
 def test_imagenet_without_network_falls_back_to_random_weights():
     with pytest.warns(UserWarning, match="weights=None") as record:
-        model = build_resnet50_unet((SIZE, SIZE, 1), weights="imagenet")
+        model = build_encoder_unet((SIZE, SIZE, 1), weights="imagenet")
     assert "attach the weights file" in str(record[0].message)
     assert tuple(model.output.shape) == (None, SIZE, SIZE, 1)
 
@@ -193,10 +195,10 @@ def test_saved_model_loads_in_a_fresh_process(tmp_path, architecture, options, l
     images, _ = random_images_and_masks(3, 2, seed=4)
     np.save(tmp_path / "images.npy", images)
     expected = predict.model_probabilities(model, images)
-    # The registered seglib losses load without custom_objects once seglib is imported.
+    # The registered seglib losses load without custom_objects once seglib.backend is imported.
     script = (
         "import sys, numpy as np\n"
-        "import seglib\n"
+        "import seglib.backend\n"
         "import keras\n"
         "from seglib.predict import model_probabilities\n"
         "model = keras.models.load_model(sys.argv[1])\n"

@@ -21,8 +21,10 @@ import tensorflow as tf
 from seglib import artifacts, train
 from seglib.models import build_unet
 
+pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
+
 SCRIPT = Path(__file__).with_name("sample_training.py")
-ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+ENVIRONMENT = dict(os.environ)
 
 
 def run_training(run_dir, *arguments, timeout=300):
@@ -117,24 +119,27 @@ def interrupted_fit(run_dir):
         train.fit(model, small_dataset(), small_dataset(), run_dir, epochs=4, verbose=0)
 
 
-def test_a_fit_with_the_same_settings_resumes(tmp_path, capsys):
+def test_a_fit_with_the_same_settings_resumes(tmp_path, caplog):
     interrupted_fit(tmp_path)
-    history = train.fit(small_model(), small_dataset(), small_dataset(), tmp_path, epochs=4, verbose=0)
-    assert "after 2 finished epoch(s)" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="seglib"):
+        history = train.fit(small_model(), small_dataset(), small_dataset(), tmp_path, epochs=4, verbose=0)
+    assert "after 2 finished epoch(s)" in caplog.text
     assert list(history.index) == [0, 1, 2, 3]
     assert not (tmp_path / artifacts.BACKUP).exists()
 
 
-def test_a_fit_with_other_settings_starts_afresh(tmp_path, capsys):
+def test_a_fit_with_other_settings_starts_afresh(tmp_path, caplog):
     interrupted_fit(tmp_path)
-    history = train.fit(small_model(learning_rate=1e-2), small_dataset(), small_dataset(), tmp_path, epochs=3,
-                        verbose=0)
-    assert "made with other settings: starting afresh" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="seglib"):
+        history = train.fit(small_model(learning_rate=1e-2), small_dataset(), small_dataset(), tmp_path, epochs=3,
+                            verbose=0)
+    assert "made with other settings: starting afresh" in caplog.text
     assert list(pd.read_csv(tmp_path / artifacts.HISTORY)["epoch"]) == [0, 1, 2] and len(history) == 3
 
 
-def test_resume_false_ignores_the_backup(tmp_path, capsys):
+def test_resume_false_ignores_the_backup(tmp_path, caplog):
     interrupted_fit(tmp_path)
-    train.fit(small_model(), small_dataset(), small_dataset(), tmp_path, epochs=3, verbose=0, resume=False)
-    assert "Resuming" not in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="seglib"):
+        train.fit(small_model(), small_dataset(), small_dataset(), tmp_path, epochs=3, verbose=0, resume=False)
+    assert "Resuming" not in caplog.text
     assert list(pd.read_csv(tmp_path / artifacts.HISTORY)["epoch"]) == [0, 1, 2]

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from seglib import rle
+from seglib.errors import SeglibError
 
 
 def small_mask():
@@ -73,22 +74,22 @@ def test_foreground_is_anything_positive():
     ],
 )
 def test_decode_errors_name_the_image(text, message):
-    with pytest.raises(ValueError, match=message) as raised:
+    with pytest.raises(SeglibError, match=message) as raised:
         rle.decode(text, (3, 4), name="image_42")
     assert "image_42" in str(raised.value)
 
 
 def test_non_string_rle_is_rejected():
-    with pytest.raises(ValueError, match="image_7"):
+    with pytest.raises(SeglibError, match="image_7"):
         rle.decode(12, (3, 4), name="image_7")
 
 
 def test_bad_order_and_shape_are_rejected():
-    with pytest.raises(ValueError, match="order"):
+    with pytest.raises(SeglibError, match="order"):
         rle.encode(small_mask(), order="K")
-    with pytest.raises(ValueError, match="order"):
+    with pytest.raises(SeglibError, match="order"):
         rle.decode("1 1", (4, 3), order="K")
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(SeglibError, match="2-D"):
         rle.encode(np.zeros((2, 3, 4)))
 
 

@@ -94,6 +94,7 @@ def relative_files(root):
     return sorted(path.relative_to(root) for path in Path(root).rglob("*") if path.is_file())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("competition", sorted(sample.GENERATORS))
 def test_generator_reproduces_committed_sample_byte_for_byte(tmp_path, competition):
     committed_dir = sample.default_out_dir(competition)

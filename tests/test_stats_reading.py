@@ -9,6 +9,7 @@ from PIL import Image
 
 from seglib import stats
 from seglib.competitions.base import decode_image
+from seglib.errors import SeglibError
 
 
 def test_results_keep_the_order_of_the_items():
@@ -89,11 +90,10 @@ def test_an_error_that_does_not_name_the_item_gets_a_note():
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(ValueError, match="workers"):
+    with pytest.raises(SeglibError, match="workers=0"):
         stats.read_ahead(str, [1], workers=0)
-    with pytest.raises(ValueError, match="buffer"):
+    with pytest.raises(SeglibError, match="buffer=0"):
         stats.read_ahead(str, [1], buffer=0)
-    assert stats.default_workers() >= 1
 
 
 def test_mean_std_of_files_read_ahead_matches_sequential_reading(tmp_path):

@@ -1,22 +1,22 @@
 """The streaming submission writer: resume after an interruption, shards and their merge, and from a store."""
 
 import json
+import logging
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from seglib import env, rle, store
+from seglib import SeglibError, env, predict, rle, store
 from seglib.competitions import get_competition
 from seglib.data import Normalization
 from seglib.geometry import Geometry
 from seglib.models import build_unet
-from seglib.policy import apply_policy
-from seglib import predict
+from seglib.policy import Policy, apply_policy
 from seglib.predict import predict_into_store, to_original_size
-from seglib.submit import (ResumableRows, SubmissionError, merge_submissions, parse_shard, shard_ids, shard_path,
-                           validate_submission, write_submission, write_submission_from_store)
+from seglib.submit import (ResumableRows, merge_submissions, parse_shard, shard_ids, shard_path, validate_submission,
+                           write_submission, write_submission_from_store)
 
 BATCH_SIZE = 8
 
@@ -38,7 +38,7 @@ def policy(competition, predictor):
     """A threshold at the median test probability, so the masks are neither all empty nor all full."""
     model, geometry, normalization = predictor
     images = geometry.to_model(normalization(competition.read_images(competition.test_ids()[:8], "test")))
-    return {"threshold": float(np.median(predict.model_probabilities(model, images)))}
+    return Policy(float(np.median(predict.model_probabilities(model, images))))
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,9 @@ def test_merge_rejects_a_missing_or_repeated_shard(competition, predictor, polic
     for index in (1, 2):
         write_submission(tmp_path / "s.csv", competition, model, geometry, normalization, policy, BATCH_SIZE,
                          shard=f"{index}/2", progress=False)
-    with pytest.raises(SubmissionError, match="missing"):
+    with pytest.raises(SeglibError, match="missing"):
         merge_submissions(paths[:1], tmp_path / "merged.csv", competition)
-    with pytest.raises(SubmissionError, match="duplicate"):
+    with pytest.raises(SeglibError, match="duplicate"):
         merge_submissions([paths[0], paths[0], paths[1]], tmp_path / "merged.csv", competition)
     with pytest.raises(FileNotFoundError, match="shard3of2"):
         merge_submissions([paths[0], tmp_path / "s.shard3of2.csv"], tmp_path / "merged.csv", competition)
@@ -109,7 +109,7 @@ def test_merge_rejects_a_missing_or_repeated_shard(competition, predictor, polic
 # --- resume ---------------------------------------------------------------------------------------------------
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(make_tgs_folder, predictor, policy, uninterrupted, capsys):
+def test_an_interrupted_run_resumes_where_it_stopped(make_tgs_folder, predictor, policy, uninterrupted, caplog):
     """A test image that cannot be read stops the run in its third batch; once the file is back, the run goes on
     from there and the result is byte for byte the uninterrupted submission."""
     model, geometry, normalization = predictor
@@ -127,9 +127,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(make_tgs_folder, predictor,
     finished = sum((entry["ids"] for entry in journal[1:]), [])
     assert finished == test_ids[:len(finished)] and 0 < len(finished) <= 2 * BATCH_SIZE
     broken.write_bytes(original)
-    capsys.readouterr()
-    summary = write_submission(path, competition, model, geometry, normalization, policy, BATCH_SIZE, progress=False)
-    assert f"{len(finished)} of 40 images were already written" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="seglib"):
+        summary = write_submission(path, competition, model, geometry, normalization, policy, BATCH_SIZE,
+                                   progress=False)
+    assert f"{len(finished)} of 40 images were already written" in caplog.text
     assert summary["rows"] == 40
     assert path.read_bytes() == uninterrupted
     assert not (folder / ".submission.csv.partial").exists() and not (folder / ".submission.csv.journal").exists()
@@ -152,22 +153,24 @@ def test_a_torn_last_batch_is_cut_back(tmp_path):
     assert resumed.commit().read_text().splitlines()[-1] == "d,5 6"
 
 
-def test_other_settings_start_afresh(tmp_path, capsys):
+def test_other_settings_start_afresh(tmp_path, caplog):
     rows = ResumableRows(tmp_path / "s.csv", ["id", "rle_mask"], {"policy": {"threshold": 0.5}})
     rows.append(["a"], [["a", "1 2"]])
-    fresh = ResumableRows(tmp_path / "s.csv", ["id", "rle_mask"], {"policy": {"threshold": 0.6}})
-    assert fresh.done == [] and "other settings" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="seglib"):
+        fresh = ResumableRows(tmp_path / "s.csv", ["id", "rle_mask"], {"policy": {"threshold": 0.6}})
+    assert fresh.done == [] and "other settings" in caplog.text
     assert fresh.partial.read_bytes() == b"id,rle_mask\r\n"
     assert ResumableRows(tmp_path / "s.csv", ["id", "rle_mask"], {"x": 1}, resume=False).done == []
 
 
-def test_a_different_model_does_not_resume(competition, predictor, policy, tmp_path, capsys):
+def test_a_different_model_does_not_resume(competition, predictor, policy, tmp_path, caplog):
     model, geometry, normalization = predictor
     rows = ResumableRows(tmp_path / "submission.csv", competition.submission_columns, {"weights": "other"})
     rows.append(["not-a-test-id"], [["not-a-test-id", ""]])
-    write_submission(tmp_path / "submission.csv", competition, model, geometry, normalization, policy, BATCH_SIZE,
-                     progress=False)
-    assert "other settings" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="seglib"):
+        write_submission(tmp_path / "submission.csv", competition, model, geometry, normalization, policy,
+                         BATCH_SIZE, progress=False)
+    assert "other settings" in caplog.text
     assert validate_submission(tmp_path / "submission.csv", competition)["rows"] == 40
 
 
@@ -195,8 +198,9 @@ def test_submission_from_a_store_applies_the_policy_to_the_stored_probabilities(
 def test_a_store_without_every_test_id_is_refused(competition, predictor, policy, tmp_path):
     _, geometry, _ = predictor
     test_ids = competition.test_ids()
-    store.write_predictions(tmp_path / "partial_store", test_ids[:-1], np.zeros((39, 128, 128, 1), np.float16))
-    with pytest.raises(ValueError, match=test_ids[-1]):
+    with store.PredictionWriter(tmp_path / "partial_store", test_ids[:-1], (128, 128, 1)) as writer:
+        writer.write(test_ids[:-1], np.zeros((39, 128, 128, 1)))
+    with pytest.raises(SeglibError, match=test_ids[-1]):
         write_submission_from_store(tmp_path / "submission.csv", competition,
                                     store.Predictions(tmp_path / "partial_store"), geometry, policy, progress=False)
     assert not (tmp_path / "submission.csv").exists()
@@ -221,8 +225,8 @@ def test_a_shard_is_validated_on_its_own_keys(name, tmp_path):
     path = tmp_path / "shard.csv"
     pd.DataFrame(rows, columns=competition.submission_columns).to_csv(path, index=False)
     assert validate_submission(path, competition, image_ids=part)["rows"] == len(keys) > 0
-    with pytest.raises(SubmissionError, match="missing"):
+    with pytest.raises(SeglibError, match="missing"):
         validate_submission(path, competition)
     pd.DataFrame(rows[1:], columns=competition.submission_columns).to_csv(path, index=False)
-    with pytest.raises(SubmissionError, match="1 expected row"):
+    with pytest.raises(SeglibError, match="1 expected row"):
         validate_submission(path, competition, image_ids=part)

@@ -1,17 +1,13 @@
 """The stronger U-Net options of build_unet: residual blocks, scSE, hypercolumn and the image-level empty head."""
 
-import os
+import subprocess
+import sys
 
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import pytest
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from seglib.models import CLASSIC_TGS, STRONG_TGS, build_model, build_unet, has_empty_head  # noqa: E402
+from seglib.backend import keras
+from seglib.models import CLASSIC_TGS, STRONG_TGS, build_model, build_unet, has_empty_head
 
 SIZE = 32
 BATCH = 2
@@ -108,6 +104,7 @@ def test_hypercolumn_head_sees_every_decoder_level():
     assert model.get_layer("logits").get_weights()[0].shape == (1, 1, 12, 1)
 
 
+@pytest.mark.slow
 def test_strong_tgs_and_registry():
     strong = build_unet((SIZE, SIZE, 1), **STRONG_TGS)
     assert strong.count_params() > build_unet((SIZE, SIZE, 1), **CLASSIC_TGS).count_params()
@@ -162,6 +159,7 @@ for name in sys.argv[2:]:
 """
 
 
+@pytest.mark.slow
 def test_every_configuration_loads_in_a_fresh_process(tmp_path):
     images, _ = random_batch(seed=1)
     np.save(tmp_path / "images.npy", images)
@@ -180,7 +178,7 @@ def test_every_configuration_loads_in_a_fresh_process(tmp_path):
     # No seglib import: the saved models need only built-in Keras layers.
     result = subprocess.run(
         [sys.executable, "-c", LOAD_SCRIPT, str(tmp_path), *CONFIGURATIONS],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("OK") == len(CONFIGURATIONS), result.stdout

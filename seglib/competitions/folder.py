@@ -10,86 +10,74 @@ Metric: mean Dice per image; submission ``id,rle_mask``, row-major. Used by ``be
 data such as the ISBI 2012 membrane set.
 """
 
-import io
+import functools
 
 import pandas as pd
-from PIL import Image
 
 from seglib import rle
-from seglib.competitions.base import Competition, register
+from seglib.competitions.base import (DATA_ERRORS, Competition, Problem, pairing_problems, problem_from, raise_first,
+                                      register)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 
 
 @register("folder")
 class ImageFolder(Competition):
-    """Adapter for an ``images/`` + ``masks/`` folder.
-
-    Args:
-        data_dir: the folder.
-        channels: channels the model sees (1 for grayscale data, 3 for photographs).
-    """
+    """Adapter for an ``images/`` + ``masks/`` folder; ``channels``: 1 for grayscale data, 3 for photographs."""
 
     title = "Image folder"
     kaggle_slug = "image-folder"
-    classes = ("mask",)
     metric = "dice"
-    rle_order = "C"
-    submission_columns = ("id", "rle_mask")
 
     def __init__(self, data_dir, channels=1, **options):
         super().__init__(data_dir, **options)
         self.image_channels = int(channels)
-        self._paths = {}
-        self._image_size = None
+        self._listings = {}
 
-    def _files(self, folder):
-        """{stem: relative path} of the images in ``folder``; two files of one stem are ambiguous."""
-        if folder not in self._paths:
-            found = {}
-            for suffix in IMAGE_SUFFIXES:
-                for stem in self.files.list_folder(folder, suffix):
-                    if stem in found:
-                        raise ValueError(f"{folder}/{stem}: several files of one name ({found[stem]}, {suffix})")
-                    found[stem] = f"{folder}/{stem}{suffix}"
-            self._paths[folder] = found
-        return self._paths[folder]
+    def _listing(self, folder):
+        """{stem: path} of the images in ``folder``, and the Problems of listing them: an unreadable zip, a
+        second file of one stem (the first by ``IMAGE_SUFFIXES`` order is read)."""
+        if folder not in self._listings:
+            found, problems = {}, []
+            try:
+                for suffix in IMAGE_SUFFIXES:
+                    for stem in self.files.list_folder(folder, suffix):
+                        path = f"{folder}/{stem}{suffix}"
+                        other = found.setdefault(stem, path)
+                        if other != path:
+                            problems.append(Problem(path, f"same name as {other}; the adapter cannot tell which "
+                                                          f"one is meant"))
+            except DATA_ERRORS as error:
+                problems.append(problem_from(f"{folder}.zip", error))
+            self._listings[folder] = found, problems
+        return self._listings[folder]
 
-    @property
-    def image_size(self):
-        """(height, width) of the first training image; every image is checked against it."""
-        if self._image_size is None:
-            # Listed without train_ids' pairing check, so that one orphan file does not hide every image's size
-            # from ``python -m seglib check``.
-            ids = sorted(self._files("images"))
-            if not ids:
-                raise FileNotFoundError(f"no images in {self.data_dir / 'images'}")
-            with Image.open(io.BytesIO(self.files.read_bytes(self._files("images")[ids[0]]))) as image:
-                self._image_size = (image.size[1], image.size[0])
-        return self._image_size
+    def _path(self, folder, stem):  # ``<folder>/<stem>.*`` when there is none, for messages
+        return self._listing(folder)[0].get(stem, f"{folder}/{stem}.*")
+
+    image_size = functools.cached_property(Competition.first_image_size)  # every image must match the first
+
+    def listed_ids(self, part):
+        return sorted(self._listing("images" if part == "train" else "test")[0])
 
     def train_ids(self):
-        images, masks = self._files("images"), self._files("masks")
-        if not images:
-            raise FileNotFoundError(f"no images in {self.data_dir / 'images'}")
-        unmatched = sorted(set(images) ^ set(masks))
-        if unmatched:
-            side = "images" if unmatched[0] in images else "masks"
-            raise ValueError(f"{side}/{unmatched[0]}: has no partner in the other folder "
-                             f"({len(unmatched)} unmatched file(s))")
-        return sorted(images)
+        raise_first(self.problems())
+        return self.listed_ids("train")
 
     def test_ids(self):
-        ids = sorted(self._files("test"))
-        if not ids:
+        raise_first(self._listing("test")[1])
+        if not self.listed_ids("test"):
             raise FileNotFoundError(f"no test images in {self.data_dir / 'test'}")
-        return ids
+        return self.listed_ids("test")
 
-    def image_path(self, image_id, part):
-        return self._files("images" if part == "train" else "test")[image_id]
+    def image_path(self, image_id, part="train"):
+        return self._path("images" if part == "train" else "test", image_id)
+
+    def mask_path(self, image_id):
+        return self._path("masks", image_id)
 
     def read_mask(self, image_id):
-        return self.read_mask_file(self._files("masks")[image_id])
+        return self.read_mask_file(self.mask_path(image_id))
 
     def metadata(self):
         return pd.DataFrame(index=pd.Index([], name="id"))
@@ -99,3 +87,12 @@ class ImageFolder(Competition):
 
     def expected_submission(self):
         return pd.DataFrame({"id": self.test_ids()})
+
+    def problems(self):
+        """Unreadable zips, two files of one name, no training image, an image or a mask without its partner."""
+        for folder in ("images", "masks", "test"):
+            yield from self._listing(folder)[1]
+        images, masks = self._listing("images")[0], self._listing("masks")[0]
+        if not images:
+            yield self.empty_folder_problem("images", "training images")
+        yield from pairing_problems(sorted(images), sorted(masks), self.image_path, self.mask_path, "mask")
