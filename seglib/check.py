@@ -8,7 +8,7 @@ raise on the first problem; this reads every file once through the same adapter 
 """
 
 import collections
-import concurrent.futures
+import functools
 import io
 
 import pandas as pd
@@ -18,6 +18,7 @@ from tqdm import tqdm  # text bars: tqdm.auto warns in Jupyter without ipywidget
 from seglib import artifacts
 from seglib.competitions import get_competition
 from seglib.competitions.base import DATA_ERRORS, Problem, problem_from
+from seglib.stats import read_ahead
 
 
 class CheckReport(list):
@@ -54,11 +55,9 @@ def check_dataset(competition_name, data_dir, progress=False, workers=None):
         except DATA_ERRORS:
             pass  # ``problems`` named the unlistable zip
     modes, constant_images = collections.defaultdict(list), []
-    # Threads (ThreadPoolExecutor's default: cores + 4): reads from a network disk like /kaggle/input wait too.
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, tqdm(
-            total=len(jobs), desc=f"checking {competition.name}", unit="image", disable=not progress) as bar:
-        for part, image_id, path, problems, mode, constant in pool.map(
-                lambda job: check_image(competition, *job), jobs):
+    checked = read_ahead(functools.partial(check_image, competition), *zip(*jobs), workers=workers)
+    with tqdm(total=len(jobs), desc=f"checking {competition.name}", unit="image", disable=not progress) as bar:
+        for part, image_id, path, problems, mode, constant in checked:
             found.update(dict.fromkeys(problems))
             if mode is not None:
                 modes[part].append((path, mode))

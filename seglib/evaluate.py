@@ -56,3 +56,10 @@ def empty_confusion(table):
     counts = pd.crosstab(truth, prediction).rename_axis(index=None, columns=None)
     return counts.reindex(index=["truly empty", "truly non-empty"],
                           columns=["predicted empty", "predicted non-empty"], fill_value=0)
+
+
+def spread_ids(values, count):
+    """``count`` ids (``values``' index) spread evenly from the lowest value to the highest: the images a figure
+    shows so that it covers the whole range, e.g. of mask coverage."""
+    ordered = values.sort_values().index
+    return list(ordered[np.linspace(0, len(ordered) - 1, min(count, len(ordered))).astype(int)])

@@ -132,3 +132,9 @@ def test_learning_curves_count_epochs_from_one_and_mark_the_best():
     assert any(line.get_xdata()[0] == 2 for line in axis.get_lines()[2:])
     assert [axis.get_ylabel() for axis in figure.axes] == [plots.CURVE_LABELS[name]
                                                            for name in ("loss", "score", "learning_rate")]
+
+
+def test_spread_ids_cover_the_range_from_lowest_to_highest():
+    values = pd.Series([0.5, 0.0, 0.9, 0.2, 0.7, 0.1], index=list("abcdef"))
+    assert evaluate.spread_ids(values, 3) == ["b", "d", "c"]  # lowest, middle (rank 2 of 0..5), highest
+    assert evaluate.spread_ids(values, 10) == ["b", "f", "d", "a", "e", "c"]  # all, in order
