@@ -10,7 +10,8 @@ rather than what a flat synthetic image costs) to a temporary folder, then measu
   ``read_ahead``), to tell the threads' share of the speed-up from the arithmetic's;
 - two-pass reference: pass 1 decodes every file and sums it in float64 (-> mean image), pass 2 decodes every
   file again and sums the squared deviations (-> std image): the textbook way that holds no stack of images;
-- np.stack + mean/std at N only: every image in memory, for the memory contrast (timed once).
+- np.stack + mean/std at N only: every image in memory, for the memory contrast (timed once);
+- the one pass's parts per image: decoding on one thread and through read_ahead, summing on one thread.
 
 Seconds are the best of ``--repeats`` runs, the methods taking turns so that other jobs on the machine slow
 them alike. Memory is measured in a fresh process per method and size: the tracemalloc peak (numpy's
@@ -178,6 +179,25 @@ def best_seconds(methods, paths, batch_size, repeats, once=()):
     return {name: min(values) for name, values in times.items()}, results
 
 
+def breakdown(paths, batch_size):
+    """Milliseconds per image of the one pass's parts: decoding on one thread and through read_ahead's threads,
+    and summing (``RunningMoments.add``) already decoded images on one thread."""
+    start = time.perf_counter()
+    images = [read_file(path) for path in paths[:16]]
+    one_thread = (time.perf_counter() - start) / len(images)
+    start = time.perf_counter()
+    for _ in stats.read_ahead(read_file, paths):
+        pass
+    threads = (time.perf_counter() - start) / len(paths)
+    moments = stats.RunningMoments(batch_size)
+    start = time.perf_counter()
+    for image in images:
+        moments.add(image)
+    summing = (time.perf_counter() - start) / len(images)
+    print(f"per image: decoding {one_thread * 1e3:.1f} ms on one thread, {threads * 1e3:.1f} ms through read_ahead; "
+          f"summing {summing * 1e3:.1f} ms on one thread")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=48, help="N; the memory check also uses 2N")
@@ -208,6 +228,7 @@ def main():
             ratio = seconds["two-pass reference"] / seconds[name]
             print(f"speed-up of {name} over the two-pass reference: {ratio:.2f}x"
                   + (" (aim >= 4x)" if name == "seglib one pass" else ""))
+        breakdown(paths[:count], args.batch_size)
         print()
 
         reference_mean, reference_std = results["two-pass reference"]

@@ -12,6 +12,7 @@
 import argparse
 import ast
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -19,11 +20,14 @@ from seglib.env import show_logs
 
 
 def parse_value(text):
-    """A papermill parameter from the command line: a Python literal if it is one, else the string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    """A papermill parameter from the command line: a Python literal or JSON (``true``, ``null``) if it is one,
+    else the string."""
+    for parse in (ast.literal_eval, json.loads):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):  # json's JSONDecodeError is a ValueError
+            pass
+    return text
 
 
 def open_competition(name, data_dir, **options):
@@ -82,7 +86,7 @@ def command_submit(arguments):
     run_dir = Path(arguments.run_dir)
     trained = load_trained_run(run_dir, distribution_strategy())
     config = trained["config"]
-    competition = open_competition(config["competition"], arguments.data_dir, **config.get("competition_options", {}))
+    competition = open_competition(config.competition, arguments.data_dir, **config.competition_options)
     path = run_dir / SUBMISSION
     summary = write_submission(path, competition, trained["models"], trained["geometry"], trained["normalization"],
                                trained["policy"], arguments.batch_size, tta=trained["tta"], shard=arguments.shard,

@@ -227,22 +227,22 @@ def merge_submissions(shard_paths, path, competition):
 
 
 def load_trained_run(run_dir, strategy=None):
-    """What notebook 05 and ``python -m seglib submit`` need from a run folder: a dict of "config" (notebook 03's),
-    "geometry", "normalization", "models" (the fold models, loaded in ``strategy``'s scope if given, so that
-    prediction runs on all its replicas), "policy" and "tta"."""
+    """What notebook 05 and ``python -m seglib submit`` need from a run folder: a dict of "config" (notebook 03's
+    ``TrainSettings``), "geometry", "normalization", "models" (the fold models, loaded in ``strategy``'s scope if
+    given, so that prediction runs on all its replicas), "policy" and "tta"."""
     from seglib.data import Normalization
     from seglib.geometry import Geometry
     from seglib.stats import load_mean_std
     from seglib.train import TrainSettings
 
     config_path = artifacts.find(run_dir, artifacts.TRAIN_CONFIG)
-    config = TrainSettings.load(config_path).to_dict()
+    config = TrainSettings.load(config_path)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         # The model paths are relative to the folder notebook 03 wrote: this run's, or an attached input.
-        models = [artifacts.load_model(config_path.parent / model_path) for model_path in config["models"]]
+        models = [artifacts.load_model(config_path.parent / model_path) for model_path in config.models]
     mean_std = load_mean_std(artifacts.find(run_dir, artifacts.MEAN_STD))
-    return {"config": config, "geometry": Geometry.from_dict(config["geometry"]), "models": models,
-            "normalization": Normalization.from_mean_std(mean_std), "tta": config.get("tta", "none"),
+    return {"config": config, "geometry": Geometry.from_dict(config.geometry), "models": models,
+            "normalization": Normalization.from_mean_std(mean_std), "tta": config.tta,
             "policy": load_policy(artifacts.find(run_dir, artifacts.POLICY))}
 
 
@@ -254,7 +254,7 @@ def run_summary(trained, submission, submission_minutes):
     import seglib
     from seglib.backend import keras, tf
 
-    policy, config = trained["policy"].to_json(), trained["config"]
+    policy, config = trained["policy"].to_json(), trained["config"].to_dict()
     policy_keys = ("threshold", "min_area", "fill_holes", "thresholds", "min_areas", "fill_holes_per_class")
     settings = ("competition", "architecture", "model", "loss", "learning_rate_schedule", "fine_tune_loss",
                 "augmentations", "folds", "tta", "seed", "epochs_run", "train_minutes", "precision")

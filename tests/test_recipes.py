@@ -29,3 +29,15 @@ def test_the_command_line_wins_over_the_recipe():
     assert recipe_parameters("tgs_cpu") == {}
     with pytest.raises(ValueError, match="unknown recipe 'tgs_tpu'"):
         recipe_parameters("tgs_tpu")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5", 5), ("1e-3", 1e-3), ("None", None), ("hflip", "hflip"), ("../data/tgs", "../data/tgs"),
+    ('{"batch_norm": True, "base_filters": 8}', {"batch_norm": True, "base_filters": 8}),
+    ('{"batch_norm": true, "dropout": null}', {"batch_norm": True, "dropout": None}),  # JSON, as users write it
+    ('["hflip", "rotate_zoom"]', ["hflip", "rotate_zoom"]),
+])
+def test_command_line_values_are_python_literals_or_json(text, value):
+    from seglib.__main__ import parse_value
+
+    assert parse_value(text) == value
