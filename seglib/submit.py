@@ -264,7 +264,7 @@ def run_summary(trained, submission, submission_minutes):
             "all_empty_score": policy.get("empty_baseline_score"),
             "validation_images": policy.get("validation_images"),
             "policy": {key: policy[key] for key in policy_keys if key in policy},
-            "training": {key: config[key] for key in settings if key in config},
+            "training": {key: config[key] for key in settings},
             "image_size": config["geometry"]["size"],
             "submission": {**submission, "minutes": round(submission_minutes, 2)},
             "versions": {"seglib": seglib.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
