@@ -3,12 +3,14 @@ submit for images the run never saw, score the submission with the official metr
 
     python benchmarks/tgs_holdout.py make ../shared/realdata/tgs_salt /tmp/tgs-holdout      # 2,560 train / 640 test
     python -m seglib run --run-dir /tmp/tgs-run -p DATA_DIR /tmp/tgs-holdout -p TRAIN_MINUTES 15
-    python benchmarks/tgs_holdout.py score /tmp/tgs-holdout /tmp/tgs-run/submission.csv
+    python benchmarks/tgs_holdout.py score /tmp/tgs-holdout /tmp/tgs-run/submission.csv [--against other.csv]
 
 ``make`` writes a competition folder in the Kaggle layout (train/images, train/masks, train.csv, depths.csv,
 test/images, sample_submission.csv; image files are links into the real data) and keeps the held-out masks in
 ``<folder>-truth/``, outside the folder the run reads. ``score`` prints the mean official score with a 95 %
-bootstrap interval, and the all-empty baseline on the same images.
+bootstrap interval, the all-empty baseline on the same images, and where the score is lost (salt missed or
+invented per image, or imperfect masks on the salt images found); ``--against`` another submission adds the
+paired difference on the same images.
 """
 
 import argparse
@@ -50,8 +52,8 @@ def make(source, target, test_size, seed):
     print(f"{target}: {len(train)} train, {len(test)} test images; held-out truth in {truth}")
 
 
-def score(target, submission):
-    """The official TGS score of ``submission`` on the held-out images, with a 95 % bootstrap interval."""
+def image_scores(target, submission):
+    """The official TGS score of each held-out image (in ``test_truth.csv`` order) and the true masks."""
     competition = get_competition("tgs", target)
     truth = pd.read_csv(Path(f"{Path(target)}-truth") / "test_truth.csv", dtype=str, keep_default_na=False)
     submitted = pd.read_csv(submission, dtype=str, keep_default_na=False).set_index("id")
@@ -61,12 +63,36 @@ def score(target, submission):
     shape = competition.image_size
     true = np.stack([rle.decode(code, shape, order="F") for code in truth["rle_mask"]])
     predicted = np.stack([rle.decode(submitted.at[image_id, "rle_mask"], shape, order="F") for image_id in truth["id"]])
-    scores = tgs_image_scores(true, predicted)
-    resamples = np.random.default_rng(0).integers(0, len(scores), (2000, len(scores)))
-    low, high = np.percentile(scores[resamples].mean(axis=1), [2.5, 97.5])
+    return tgs_image_scores(true, predicted), true, predicted
+
+
+def bootstrap_interval(values, seed=0):
+    """The 95 % bootstrap interval of the mean of ``values`` (per-image scores or per-image differences)."""
+    resamples = np.random.default_rng(seed).integers(0, len(values), (2000, len(values)))
+    return np.percentile(values[resamples].mean(axis=1), [2.5, 97.5])
+
+
+def score(target, submission, against=None):
+    """Print the official TGS score of ``submission`` on the held-out images, with a 95 % bootstrap interval, where
+    the rest is lost, and, ``against`` another submission, the paired difference: both scored on the same images,
+    its interval leaves out which images were held out, so it is several times narrower than either score's."""
+    scores, true, predicted = image_scores(target, submission)
+    low, high = bootstrap_interval(scores)
     empty = tgs_image_scores(true, np.zeros_like(true)).mean()
     print(f"{submission}: official TGS score {scores.mean():.4f} (95% CI {low:.4f}-{high:.4f}) on {len(scores)} "
           f"held-out images; all-empty masks {empty:.4f}")
+    # Where the rest is lost: a salt image predicted empty (or the reverse) scores 0, whatever the pixels.
+    has_salt, found = true.any(axis=(1, 2)), predicted.any(axis=(1, 2))
+    for name, part in (("salt images predicted empty", has_salt & ~found),
+                       ("empty images predicted with salt", ~has_salt & found),
+                       ("salt images found", has_salt & found)):
+        print(f"  {name}: {part.sum()} of {len(scores)}, mean score {scores[part].mean() if part.any() else 0:.3f}, "
+              f"score lost {(1 - scores[part]).sum() / len(scores):.3f}")
+    if against:
+        difference = scores - image_scores(target, against)[0]
+        low, high = bootstrap_interval(difference)
+        print(f"  minus {against}: {difference.mean():+.4f} (95% paired CI {low:+.4f} to {high:+.4f}; a second run "
+              f"of the same recipe also differs: training is not repeatable bit for bit)")
     return scores.mean()
 
 
@@ -81,11 +107,12 @@ def main(argv=None):
     scoring = commands.add_parser("score", help="score a submission on the held-out images")
     scoring.add_argument("target")
     scoring.add_argument("submission")
+    scoring.add_argument("--against", help="another submission: print the paired difference on the same images")
     arguments = parser.parse_args(argv)
     if arguments.command == "make":
         make(arguments.source, arguments.target, arguments.test_size, arguments.seed)
     else:
-        score(arguments.target, arguments.submission)
+        score(arguments.target, arguments.submission, arguments.against)
     return 0
 
 
