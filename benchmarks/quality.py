@@ -32,6 +32,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seglib import env, models, policy, predict, split, stats, train  # noqa: E402
+from seglib.metrics import bootstrap_interval  # noqa: E402
 from seglib.competitions import get_competition  # noqa: E402
 from seglib.data import Normalization, make_dataset  # noqa: E402
 from seglib.geometry import Geometry  # noqa: E402
@@ -111,12 +112,6 @@ def test_scores(competition, geometry, image_ids, outputs, run_policy):
                      for mask, probabilities in pairs])
 
 
-def interval(scores):
-    """The 95 % bootstrap interval of the mean of ``scores``: differences inside it may be noise."""
-    resamples = np.random.default_rng(0).integers(0, len(scores), (1000, len(scores)))
-    return np.percentile(scores[resamples].mean(axis=1), [2.5, 97.5])
-
-
 def evaluate(name, recipe, competition, split_ids, normalization, arguments):
     """Train, fit the policy on validation, score the held-out test images: one row of the table."""
     train_ids, validation_ids, test_ids = split_ids
@@ -131,7 +126,7 @@ def evaluate(name, recipe, competition, split_ids, normalization, arguments):
     test = predictions(competition, model, geometry, normalization, test_ids, recipe["tta"], arguments.batch_size)
     plain = test_scores(competition, geometry, test_ids, test, policy.Policy(0.5))
     scores = test_scores(competition, geometry, test_ids, test, fitted)
-    low, high = interval(scores)
+    low, high = bootstrap_interval(scores, resamples=1000)  # differences inside it may be noise
     return {"recipe": name, "what": recipe["title"], "test score": scores.mean(), "95% CI low": low,
             "95% CI high": high, "at 0.5": plain.mean(), "validation": fitted.validation_score,
             "epochs": len(history),

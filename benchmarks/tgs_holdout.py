@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 
 from seglib import rle
 from seglib.competitions import get_competition
-from seglib.metrics import tgs_image_scores
+from seglib.metrics import bootstrap_interval, tgs_image_scores
 
 
 def make(source, target, test_size, seed):
@@ -64,12 +64,6 @@ def image_scores(target, submission):
     true = np.stack([rle.decode(code, shape, order="F") for code in truth["rle_mask"]])
     predicted = np.stack([rle.decode(submitted.at[image_id, "rle_mask"], shape, order="F") for image_id in truth["id"]])
     return tgs_image_scores(true, predicted), true, predicted
-
-
-def bootstrap_interval(values, seed=0):
-    """The 95 % bootstrap interval of the mean of ``values`` (per-image scores or per-image differences)."""
-    resamples = np.random.default_rng(seed).integers(0, len(values), (2000, len(values)))
-    return np.percentile(values[resamples].mean(axis=1), [2.5, 97.5])
 
 
 def score(target, submission, against=None):

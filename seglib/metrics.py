@@ -145,3 +145,11 @@ def dice_scores(true_masks, pred_masks):
 def mean_dice(true_masks, pred_masks):
     """Mean over images of the per-image Dice coefficient (Carvana's and the hand-bone leaderboard score)."""
     return METRICS["dice"].score(true_masks, pred_masks)
+
+
+def bootstrap_interval(scores, resamples=2000, seed=0):
+    """The 95 % percentile-bootstrap interval of the mean of per-image ``scores`` (or of per-image differences
+    between two runs on the same images: a paired interval)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    sample = np.random.default_rng(seed).integers(0, len(scores), size=(resamples, len(scores)))
+    return tuple(np.percentile(scores[sample].mean(axis=1), [2.5, 97.5]).tolist())

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from seglib import artifacts
 from seglib.errors import SeglibError
-from seglib.metrics import get_metric, sweep_counts
+from seglib.metrics import bootstrap_interval, get_metric, sweep_counts
 
 DEFAULT_THRESHOLDS = np.round(np.linspace(0.02, 0.98, 49), 4)
 DEFAULT_MIN_AREA_FRACTIONS = (0.0, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)  # of the image area
@@ -210,8 +210,7 @@ def _bootstrap(policy_scores, default_scores, resamples, seed):
     """95 % percentile bootstrap intervals of the mean policy score and of the mean gain over the default."""
     if resamples == 0:
         return None, None
-    sample = np.random.default_rng(seed).integers(0, len(policy_scores), size=(resamples, len(policy_scores)))
-    return tuple(tuple(np.percentile(scores[sample].mean(axis=1), [2.5, 97.5]).tolist())
+    return tuple(bootstrap_interval(scores, resamples, seed)
                  for scores in (policy_scores, policy_scores - default_scores))
 
 

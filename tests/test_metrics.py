@@ -286,3 +286,11 @@ def test_sweep_of_big_endian_scores_with_a_channel_axis():
     expected = DICE.sweep(true, probabilities.astype(np.float32), thresholds)
     swapped = probabilities.astype(">f4")[..., np.newaxis]
     np.testing.assert_array_equal(DICE.sweep(true, swapped, thresholds), expected)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_exact_for_constant_scores():
+    scores = np.random.default_rng(1).random(200)
+    low, high = metrics.bootstrap_interval(scores)
+    assert low < scores.mean() < high and high - low < 0.2
+    assert metrics.bootstrap_interval(np.full(50, 0.7)) == pytest.approx((0.7, 0.7))
+    assert metrics.bootstrap_interval(scores, seed=3) == metrics.bootstrap_interval(scores, seed=3)
