@@ -33,7 +33,7 @@ class RunningMoments:
         if not 1 <= batch_size <= 258:
             raise SeglibError(f"batch_size must be between 1 and 258, got {batch_size}")
         self.batch_size, self.count, self.mean, self.m2, self.image_shape = batch_size, 0, None, None, None
-        self._batch = None  # [images, shift, sum of x - shift, sum of (x - shift)**2, buffer] not merged yet
+        self._batch = None  # [images, shift or None, sum of x - shift, sum of (x - shift)**2] not merged yet
 
     def add(self, image):
         """Add one (H, W) or (H, W, C) image of any numeric dtype."""
@@ -48,17 +48,18 @@ class RunningMoments:
             self._merge_batch()  # float32 sums are exact for 8-bit images only
         if self._batch is None:
             # Float images are summed as deviations from the batch's first one: a large offset cannot cancel.
-            shift = image.astype(np.float64) if image.dtype.kind == "f" else 0.0
+            shift = image.astype(np.float64) if image.dtype.kind == "f" else None
             # 8-bit images (JPEGs, PNGs): float32 sums are exact up to 258 images (255**2 * 258 < 2**24) and
             # halve the memory traffic, which on two cores is what sets the speed next to decoding.
             dtype = np.float32 if image.dtype == np.uint8 else np.float64
-            self._batch = [0, shift, *(np.zeros(image.shape, dtype) for _ in range(3))]
-        _, shift, sums, squares, buffer = self._batch
-        buffer[...] = image  # one cast, then single-dtype ufuncs: several times faster than mixed-dtype ones
-        if isinstance(shift, np.ndarray):
-            buffer -= shift
-        sums += buffer
-        squares += np.square(buffer, out=buffer)
+            self._batch = [0, shift, np.zeros(image.shape, dtype), np.zeros(image.shape, dtype)]
+        _, shift, sums, squares = self._batch
+        for rows in _row_blocks(image.shape[0]):
+            block = image[rows].astype(sums.dtype)  # one cast, then single-dtype ufuncs: faster than mixed ones
+            if shift is not None:
+                block -= shift[rows]
+            sums[rows] += block
+            squares[rows] += np.square(block, out=block)
         self._batch[0] += 1
         self.count += 1
         if self._batch[0] == self.batch_size:
@@ -66,19 +67,20 @@ class RunningMoments:
         return self
 
     def _merge_batch(self):
-        count, shift, sums, squares, _ = self._batch
+        count, shift, sums, squares = self._batch
         self._batch = None
-        for c in range(sums.shape[-1]):  # a channel at a time, in place: float64 temporaries of a third of an image
-            mean, m2 = sums[..., c].astype(np.float64), squares[..., c].astype(np.float64)
+        for rows in _row_blocks(sums.shape[0]):
+            mean, m2 = sums[rows].astype(np.float64), squares[rows].astype(np.float64)
             m2 *= count
             m2 -= mean * mean  # n * sum(x**2) - sum(x)**2: exact for integer images, no cancellation
             m2 /= count
             mean /= count
-            mean += shift[..., c] if np.ndim(shift) else shift
-            delta = np.subtract(mean, self.mean[..., c], out=mean)
-            self.m2[..., c] += m2
-            self.m2[..., c] += delta * delta * ((self.count - count) * count / self.count)
-            self.mean[..., c] += delta * (count / self.count)
+            if shift is not None:
+                mean += shift[rows]
+            delta = np.subtract(mean, self.mean[rows], out=mean)
+            self.m2[rows] += m2
+            self.m2[rows] += delta * delta * ((self.count - count) * count / self.count)
+            self.mean[rows] += delta * (count / self.count)
 
     def result(self):
         """The ``MeanStd`` of the images added so far; later images do not change it (the mean is a copy)."""
@@ -94,6 +96,12 @@ class RunningMoments:
         channel_std = np.sqrt([variance[..., c].mean() + mean[..., c].var() for c in channels])
         std = np.sqrt(variance, out=variance).reshape(self.image_shape)
         return MeanStd(mean.reshape(self.image_shape).copy(), std, channel_mean, channel_std, self.count)
+
+
+def _row_blocks(height, rows=64):
+    """Slices of ``rows`` rows. One block's float temporaries stay in the CPU's cache: a 1918x1280 RGB image
+    is summed in 4.9 ms instead of 7.9 ms with whole-image ones (benchmarks/mean_std_speed.py)."""
+    return [slice(start, start + rows) for start in range(0, height, rows)]
 
 
 def read_ahead(function, *iterables, workers=None, buffer=None):
