@@ -23,19 +23,61 @@ from seglib.submit import validate_submission
 
 pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
 
-# Fewer epochs than the notebooks' default keep the test short; still enough to beat the all-empty baseline,
-# which notebook 04 asserts.
-PARAMETERS = {"EPOCHS": 30, "TRAIN_MINUTES": 3.0}
+# The module's four runs (TGS, Carvana, hand bone, the recipe) start at once as `python -m seglib run` processes
+# and share the two cores: a run spends much of its time on one core (kernels starting, imports, EDA, papermill),
+# so together they end minutes sooner than one after another. Epoch limits, not wall-clock budgets, end their
+# training, so sharing the cores changes how long they take, not what they write.
+# TGS: fewer epochs than the notebooks' default; still enough to beat the all-empty baseline (notebook 04 asserts it).
+PARAMETERS = {"EPOCHS": 30, "TRAIN_MINUTES": None}
+# Carvana's and the hand X-rays' samples are small (48 and 12 training images); a few epochs show the seams work.
+OTHER_PARAMETERS = {"EPOCHS": 6, "TRAIN_MINUTES": None}
+# Every switch of notebook 03 at once, small: two folds, BCE/Dice then a Lovasz stage, a residual/scSE/
+# hypercolumn U-Net with the empty-image head, and D4 test-time augmentation. The tests check what the switches
+# write, not how well it scores, so three epochs and two of fine-tuning do.
+RECIPE_PARAMETERS = {
+    "EPOCHS": 3, "TRAIN_MINUTES": None, "FOLDS": 2, "LOSS": "bce_dice", "FINE_TUNE_LOSS": "lovasz",
+    "FINE_TUNE_EPOCHS": 2, "FINE_TUNE_MINUTES": None, "TTA": "d4",
+    "MODEL": {"depth": 3, "base_filters": 8, "batch_norm": True, "residual": True, "scse": True,
+              "hypercolumn": True, "empty_head": True},
+}
+RUNS = {"tgs": {**PARAMETERS, "DATA_DIR": str(SAMPLE_ROOT / "tgs")},
+        "carvana": {**OTHER_PARAMETERS, "COMPETITION": "carvana"},
+        "handbone": {**OTHER_PARAMETERS, "COMPETITION": "handbone"},
+        "recipe": RECIPE_PARAMETERS}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def started(tmp_path_factory):
+    """{name: (run folder, process)} of the module's runs, all started now; killed at the module's end."""
+    base = tmp_path_factory.mktemp("runs")
+    processes = {}
+    for name, parameters in RUNS.items():
+        options = [part for key, value in parameters.items() for part in ("-p", key, repr(value))]
+        with (base / f"{name}.log").open("w") as output:  # a file: a full pipe would stall a run nobody reads
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "seglib", "run", "--quiet", "--run-dir", str(base / name), *options],
+                stdout=output, stderr=subprocess.STDOUT)
+    yield {name: (base / name, process) for name, process in processes.items()}
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+
+
+def finished(started, name):
+    """The run folder of one of the started runs, once it has ended well."""
+    run_dir, process = started[name]
+    process.wait(timeout=1800)
+    assert process.returncode == 0, run_dir.with_suffix(".log").read_text()[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(started, tmp_path_factory):
     """The five notebooks on the extracted sample; then notebook 05 alone on the zipped layout, with the same
     trained models and policy (a copy of the run folder), which must give the very same submission."""
     sample_dir = SAMPLE_ROOT / "tgs"
     zipped_dir = kaggle_zip_layout(sample_dir, tmp_path_factory.mktemp("zipped") / "tgs")
-    extracted_run = tmp_path_factory.mktemp("run_extracted")
-    run_notebooks(extracted_run, {**PARAMETERS, "DATA_DIR": str(sample_dir)}, progress=False)
+    extracted_run = finished(started, "tgs")
     zipped_run = tmp_path_factory.mktemp("run_zipped") / "run"
     shutil.copytree(extracted_run, zipped_run, ignore=shutil.ignore_patterns(artifacts.SUBMISSION, "notebooks"))
     run_notebooks(zipped_run, {**PARAMETERS, "DATA_DIR": str(zipped_dir)}, notebooks=["05_submission.ipynb"],
@@ -81,16 +123,9 @@ def test_zipped_and_extracted_give_the_same_submission(runs):
 
 # --- the other competitions: the same notebooks, only COMPETITION changed ----------------------------------
 
-# Carvana's and the hand X-rays' samples are small (48 and 12 training images); a few epochs show the seams work.
-OTHER_PARAMETERS = {"EPOCHS": 6, "TRAIN_MINUTES": 2.0}
-
-
 @pytest.fixture(scope="module", params=["carvana", "handbone"])
-def other_run(request, tmp_path_factory):
-    name = request.param
-    run_dir = tmp_path_factory.mktemp(f"run_{name}")
-    run_notebooks(run_dir, {**OTHER_PARAMETERS, "COMPETITION": name}, progress=False)
-    return name, run_dir
+def other_run(request, started):
+    return request.param, finished(started, request.param)
 
 
 def test_other_competitions_end_in_a_valid_submission(other_run):
@@ -119,22 +154,9 @@ def test_other_competitions_draw_their_own_eda(other_run):
 
 # --- the quality recipe switches through the notebooks ------------------------------------------------------
 
-# Every switch of notebook 03 at once, small: two folds, BCE/Dice then a Lovasz stage, a residual/scSE/
-# hypercolumn U-Net with the empty-image head, and D4 test-time augmentation. The tests check what the switches
-# write, not how well it scores: half-minute budgets keep the whole test command under its 25 minutes.
-RECIPE_PARAMETERS = {
-    "EPOCHS": 10, "TRAIN_MINUTES": 0.5, "FOLDS": 2, "LOSS": "bce_dice", "FINE_TUNE_LOSS": "lovasz",
-    "FINE_TUNE_EPOCHS": 3, "FINE_TUNE_MINUTES": 0.25, "TTA": "d4",
-    "MODEL": {"depth": 3, "base_filters": 8, "batch_norm": True, "residual": True, "scse": True,
-              "hypercolumn": True, "empty_head": True},
-}
-
-
 @pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run_recipe")
-    run_notebooks(run_dir, RECIPE_PARAMETERS, progress=False)
-    return run_dir
+def recipe_run(started):
+    return finished(started, "recipe")
 
 
 def test_recipe_writes_a_complete_out_of_fold_store(recipe_run):
