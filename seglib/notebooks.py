@@ -3,6 +3,7 @@ run folder is a complete record), and hand them out: copies to work in, and a fo
 dataset for kernels without internet.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -50,9 +51,29 @@ def run_notebooks(run_dir=None, parameters=None, notebooks=NOTEBOOKS, output_dir
     with mock.patch.dict(os.environ, {RUN_DIR_VARIABLE: str(run_dir)}):  # the kernels inherit it
         for path in paths:
             log.info("--- %s", path.name)
-            papermill.execute_notebook(path, output_dir / path.name, parameters=parameters or {}, cwd=os.getcwd(),
-                                       progress_bar=progress, kernel_name="python3")
+            with _kernel_manager() as manager:
+                papermill.execute_notebook(path, output_dir / path.name, parameters=parameters or {},
+                                           cwd=os.getcwd(), progress_bar=progress, kernel_name="python3", km=manager)
     return run_dir
+
+
+@contextlib.contextmanager
+def _kernel_manager():
+    """A kernel that listens on Unix sockets in a folder of its own (None, papermill's default TCP, elsewhere).
+    jupyter_client picks free TCP ports, which the kernel binds only seconds later; meanwhile another run's
+    connections may take one, and the kernel dies ("Address already in use"): seen with four runs started at once."""
+    if os.name != "posix":
+        yield None
+        return
+    from jupyter_client import KernelManager
+
+    with tempfile.TemporaryDirectory(prefix="seglib-kernel-") as sockets:
+        manager = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+        try:
+            yield manager
+        finally:  # a manager passed in is the caller's to shut down
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=True)
 
 
 def copy_notebooks(destination):
