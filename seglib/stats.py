@@ -34,6 +34,7 @@ class RunningMoments:
             raise SeglibError(f"batch_size must be between 1 and 258, got {batch_size}")
         self.batch_size, self.count, self.mean, self.m2, self.image_shape = batch_size, 0, None, None, None
         self._batch = None  # [images, shift or None, sum of x - shift, sum of (x - shift)**2] not merged yet
+        self._mean_handed_out = False  # result() returned self.mean itself: copy it before changing it
 
     def add(self, image):
         """Add one (H, W) or (H, W, C) image of any numeric dtype."""
@@ -69,6 +70,8 @@ class RunningMoments:
     def _merge_batch(self):
         count, shift, sums, squares = self._batch
         self._batch = None
+        if self._mean_handed_out:  # copy on write instead of in result(): no third float64 image at the peak
+            self.mean, self._mean_handed_out = self.mean.copy(), False
         for rows in _row_blocks(sums.shape[0]):
             mean, m2 = sums[rows].astype(np.float64), squares[rows].astype(np.float64)
             m2 *= count
@@ -83,7 +86,7 @@ class RunningMoments:
             self.mean[rows] += delta * (count / self.count)
 
     def result(self):
-        """The ``MeanStd`` of the images added so far; later images do not change it (the mean is a copy)."""
+        """The ``MeanStd`` of the images added so far; later images do not change it."""
         if self._batch is not None:
             self._merge_batch()
         if self.count == 0:
@@ -95,7 +98,8 @@ class RunningMoments:
         channel_mean = np.array([mean[..., c].mean() for c in channels])
         channel_std = np.sqrt([variance[..., c].mean() + mean[..., c].var() for c in channels])
         std = np.sqrt(variance, out=variance).reshape(self.image_shape)
-        return MeanStd(mean.reshape(self.image_shape).copy(), std, channel_mean, channel_std, self.count)
+        self._mean_handed_out = True
+        return MeanStd(mean.reshape(self.image_shape), std, channel_mean, channel_std, self.count)
 
 
 def _row_blocks(height, rows=64):
