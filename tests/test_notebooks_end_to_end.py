@@ -7,6 +7,7 @@ same submission whether the data are extracted or still zipped.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -56,11 +57,11 @@ def started(tmp_path_factory):
         with (base / f"{name}.log").open("w") as output:  # a file: a full pipe would stall a run nobody reads
             processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "seglib", "run", "--quiet", "--run-dir", str(base / name), *options],
-                stdout=output, stderr=subprocess.STDOUT)
+                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     yield {name: (base / name, process) for name, process in processes.items()}
     for process in processes.values():
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # its own group: its papermill kernel dies with it
 
 
 def finished(started, name):
