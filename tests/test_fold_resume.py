@@ -10,40 +10,17 @@ about a third shorter.
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+import seglib_runs
 
 from seglib import artifacts
 
 pytestmark = pytest.mark.slow  # whole-run or multi-process tests: outside the `-m "not slow"` inner loop
 
-PARAMETERS = ["-p", "FOLDS", "3", "-p", "EPOCHS", "10", "-p", "TRAIN_MINUTES", "None", "-p", "CHECK_DATA", "False",
-              "-p", "LOSS", "bce_dice", "-p", "LEARNING_RATE", "0.003"]  # leaves the all-empty start in 10 epochs
-
-
-def seglib_run(run_dir, **popen):
-    # Output to a file, not a pipe: nobody reads a run going on in the background, and a full pipe stalls it.
-    with (run_dir.parent / f"{run_dir.name}.log").open("a") as output:
-        return subprocess.Popen([sys.executable, "-m", "seglib", "run", "--quiet", "--run-dir", str(run_dir),
-                                 *PARAMETERS], stdout=output, stderr=subprocess.STDOUT, **popen)
-
-
-def finish(process, timeout=900):
-    process.wait(timeout=timeout)
-    output = Path(process.args[process.args.index("--run-dir") + 1] + ".log").read_text()
-    assert process.returncode == 0, output[-3000:]
-
-
-def kill(process):
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)  # its own group: the papermill kernel dies with it
-        process.wait(timeout=30)
+PARAMETERS = {"FOLDS": 3, "EPOCHS": 10, "TRAIN_MINUTES": None, "CHECK_DATA": False, "LOSS": "bce_dice",
+              "LEARNING_RATE": 0.003}  # leaves the all-empty start in 10 epochs
 
 
 def notebook_text(run_dir, name="03_train_unet.ipynb"):
@@ -53,23 +30,23 @@ def notebook_text(run_dir, name="03_train_unet.ipynb"):
 
 def test_a_run_killed_in_fold_2_of_3_reuses_fold_1_and_gives_the_same_submission(tmp_path):
     killed, uninterrupted = tmp_path / "killed", tmp_path / "uninterrupted"
-    processes = [seglib_run(run_dir, start_new_session=True) for run_dir in (killed, uninterrupted)]
+    processes = [seglib_runs.start(run_dir, PARAMETERS) for run_dir in (killed, uninterrupted)]
     try:
         deadline = time.monotonic() + 600
         while not (killed / "fold1").exists():  # fold 2 (counted from 1) starts
             assert processes[0].poll() is None and time.monotonic() < deadline, "the run never reached fold 2"
             time.sleep(0.1)
-        kill(processes[0])
+        seglib_runs.kill(processes[0])
         fold_1_log = (killed / "fold0" / artifacts.HISTORY).read_bytes()
         fold_1_model = (killed / "fold0" / artifacts.MODEL).stat().st_mtime_ns
         assert not (killed / artifacts.OOF_STORE).exists() and (killed / f".{artifacts.OOF_STORE}.partial").is_dir()
 
-        processes[0] = seglib_run(killed, start_new_session=True)
-        finish(processes[0])
-        finish(processes[1])
+        processes[0] = seglib_runs.start(killed, PARAMETERS)
+        seglib_runs.wait(processes[0], timeout=900)
+        seglib_runs.wait(processes[1], timeout=900)
     finally:
         for process in processes:
-            kill(process)
+            seglib_runs.kill(process)
     log = notebook_text(killed)
     assert "fold 1/3: finished by an earlier run; its model and predictions are reused" in log
     fold_lines = [line for line in log.splitlines() if line.startswith("--- fold ")]

@@ -7,13 +7,13 @@ same submission whether the data are extracted or still zipped.
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import seglib_runs
 
 from seglib import artifacts, store
 from seglib.competitions import get_competition
@@ -49,27 +49,17 @@ RUNS = {"tgs": {**PARAMETERS, "DATA_DIR": str(SAMPLE_ROOT / "tgs")},
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
-    """{name: (run folder, process)} of the module's runs, all started now; killed at the module's end."""
+    """{name: process} of the module's runs, all started now; killed at the module's end."""
     base = tmp_path_factory.mktemp("runs")
-    processes = {}
-    for name, parameters in RUNS.items():
-        options = [part for key, value in parameters.items() for part in ("-p", key, repr(value))]
-        with (base / f"{name}.log").open("w") as output:  # a file: a full pipe would stall a run nobody reads
-            processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "seglib", "run", "--quiet", "--run-dir", str(base / name), *options],
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    yield {name: (base / name, process) for name, process in processes.items()}
+    processes = {name: seglib_runs.start(base / name, parameters) for name, parameters in RUNS.items()}
+    yield processes
     for process in processes.values():
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # its own group: its papermill kernel dies with it
+        seglib_runs.kill(process)
 
 
 def finished(started, name):
     """The run folder of one of the started runs, once it has ended well."""
-    run_dir, process = started[name]
-    process.wait(timeout=1800)
-    assert process.returncode == 0, run_dir.with_suffix(".log").read_text()[-3000:]
-    return run_dir
+    return seglib_runs.wait(started[name])
 
 
 @pytest.fixture(scope="module")
