@@ -18,7 +18,6 @@ import functools
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from seglib.competitions.base import decode_image, problem_from, register
 from seglib.competitions.rle_tables import RLECompetition
@@ -71,6 +70,8 @@ def difference_mask(difference, threshold=BASELINE_THRESHOLD):
     crosses a car in one run, so filling columns recovers the middle even where the outline breaks, which
     filling holes could not. The floor shadow counts as car, and front and back views come out too wide.
     """
+    from scipy import ndimage  # here, not at the top: scipy adds ~16 MiB to every process that reads competitions
+
     mask = ndimage.binary_opening(difference > threshold, iterations=2)  # JPEG speckle
     mask = ndimage.binary_closing(fill_columns(mask), iterations=BASELINE_CLOSING)
     labels, count = ndimage.label(mask)
