@@ -1,8 +1,9 @@
 """Speed and memory of seglib's one-pass mean/std over real-sized JPG files, against a two-pass reference.
 
-Writes N (and 3N, for the memory check: more than a 256-image batch) photo-like 1918x1280 RGB JPGs (Carvana's size; quality 90, smooth
-gradients, shapes and sensor-like noise, ~260 KiB each, so that decoding costs what a real photograph costs
-rather than what a flat synthetic image costs) to a temporary folder, then measures in the same run:
+Writes N (and 3N, for the memory check: more than one 256-image batch) photo-like 1918x1280 RGB JPGs
+(Carvana's size; quality 90, smooth gradients, shapes and sensor-like noise, ~260 KiB each, so that decoding
+costs what a real photograph costs rather than what a flat synthetic image costs) to a temporary folder,
+then measures in the same run:
 
 - seglib one pass: ``seglib.stats.read_ahead`` decoding the files in threads (Pillow, as
   ``competition.read_image`` does) into ``seglib.stats.mean_std``;
@@ -14,9 +15,10 @@ rather than what a flat synthetic image costs) to a temporary folder, then measu
 - the one pass's parts per image: decoding on one thread and through read_ahead, summing on one thread.
 
 Seconds are the best of ``--repeats`` runs, the methods taking turns so that other jobs on the machine slow
-them alike. Memory is measured in a fresh process per method and size: the tracemalloc peak (numpy's
-allocations), the peak RSS during the computation (Linux: VmHWM, reset just before it through
-/proc/self/clear_refs; elsewhere ``getrusage``'s lifetime peak) and its rise over the RSS before it.
+them alike. Memory is measured in fresh processes per method and size: the tracemalloc peak (numpy's
+allocations) in one; in another, without tracemalloc's bookkeeping, the peak RSS during the computation
+(Linux: VmHWM, reset just before it through /proc/self/clear_refs; elsewhere ``getrusage``'s lifetime peak)
+and its rise over the RSS before it.
 
 Run: python benchmarks/mean_std_speed.py [--images 100] [--repeats 5] [--no-stack]
 """
@@ -143,26 +145,33 @@ def peak_rss_bytes(was_reset):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def memory_child(name, paths, batch_size, queue):
-    """In a fresh process: (tracemalloc peak, peak RSS, RSS before the computation), in MiB."""
+def memory_child(name, paths, batch_size, traced, queue):
+    """In a fresh process: the tracemalloc peak if ``traced``, else (peak RSS, RSS before the computation), in
+    MiB. Apart, because tracemalloc's own bookkeeping adds to the RSS (10-40 MiB in the one pass)."""
     rss_before = psutil.Process().memory_info().rss
     was_reset = reset_peak_rss()
-    tracemalloc.start()
+    if traced:
+        tracemalloc.start()
     METHODS[name](paths, batch_size)
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    peak_rss = peak_rss_bytes(was_reset)
-    queue.put((traced_peak / MIB, peak_rss / MIB, rss_before / MIB))
+    if traced:
+        queue.put(tracemalloc.get_traced_memory()[1] / MIB)
+    else:
+        queue.put((peak_rss_bytes(was_reset) / MIB, rss_before / MIB))
 
 
 def measure_memory(name, paths, batch_size):
+    """(tracemalloc peak, peak RSS, RSS before the computation) in MiB, each from a fresh process."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=memory_child, args=(name, [str(p) for p in paths], batch_size, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    results = []
+    for traced in (True, False):
+        queue = context.Queue()
+        process = context.Process(target=memory_child, args=(name, [str(p) for p in paths], batch_size, traced,
+                                                             queue))
+        process.start()
+        results.append(queue.get())
+        process.join()
+    traced_peak, (peak_rss, rss_before) = results
+    return traced_peak, peak_rss, rss_before
 
 
 def best_seconds(methods, paths, batch_size, repeats, once=()):
